@@ -1,0 +1,140 @@
+//! Attributes and xattrs: getattr, setattr, readlink, and the xattr calls.
+//! Any change copies the object up first; overlay's own xattrs are never
+//! shown to or settable by users.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use crate::error::OpResult;
+use crate::format;
+use crate::inode::Inode;
+use crate::overlay::{Attr, Overlay};
+use crate::sys::{self, Errno, FileType, OFlags, Timespec, Timestamps};
+
+/// A time to set: a given instant, or now.
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    Now,
+    At { secs: i64, nanos: u32 },
+}
+
+/// The changes of one setattr call; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+impl Overlay {
+    pub fn getattr(&self, inode: &Inode) -> OpResult<Attr> {
+        self.attr_of(inode)
+    }
+
+    pub fn setattr(&self, inode: &Arc<Inode>, change: &SetAttr, open_fd: Option<&std::os::fd::OwnedFd>) -> OpResult<Attr> {
+        self.writable()?;
+        let upper = self.copy_up(inode)?;
+        let fd = self.real_fd(&upper)?;
+        if change.uid.is_some() || change.gid.is_some() {
+            sys::chown(fd.as_fd(), change.uid, change.gid)?;
+        }
+        if let Some(mode) = change.mode {
+            if inode.kind != FileType::Symlink {
+                sys::chmod(fd.as_fd(), mode & 0o7777)?;
+            }
+        }
+        if let Some(size) = change.size {
+            if inode.kind != FileType::RegularFile {
+                return Err(if inode.is_dir() { Errno::ISDIR } else { Errno::INVAL });
+            }
+            match open_fd {
+                Some(open) => sys::ftruncate(open.as_fd(), size)?,
+                None => {
+                    let writable = sys::reopen(fd.as_fd(), OFlags::WRONLY)?;
+                    sys::ftruncate(writable.as_fd(), size)?;
+                }
+            }
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            let omit = Timespec {
+                tv_sec: 0,
+                tv_nsec: sys::UTIME_OMIT as _,
+            };
+            let to_spec = |t: Option<SetTime>| match t {
+                None => omit,
+                Some(SetTime::Now) => Timespec {
+                    tv_sec: 0,
+                    tv_nsec: sys::UTIME_NOW as _,
+                },
+                Some(SetTime::At { secs, nanos }) => Timespec {
+                    tv_sec: secs as _,
+                    tv_nsec: nanos as _,
+                },
+            };
+            let times = Timestamps {
+                last_access: to_spec(change.atime),
+                last_modification: to_spec(change.mtime),
+            };
+            sys::set_times(fd.as_fd(), &times)?;
+        }
+        self.attr_of(inode)
+    }
+
+    pub fn readlink(&self, inode: &Inode) -> OpResult<Vec<u8>> {
+        if inode.kind != FileType::Symlink {
+            return Err(Errno::INVAL);
+        }
+        let top = inode.top().ok_or(Errno::STALE)?;
+        let fd = self.real_fd(&top)?;
+        sys::readlink(fd.as_fd())
+    }
+
+    pub fn getxattr(&self, inode: &Inode, name: &OsStr) -> OpResult<Vec<u8>> {
+        if format::is_private_xattr(name) {
+            return Err(Errno::NODATA);
+        }
+        let top = inode.top().ok_or(Errno::STALE)?;
+        let fd = self.real_fd(&top)?;
+        sys::get_xattr(fd.as_fd(), name)?.ok_or(Errno::NODATA)
+    }
+
+    pub fn listxattr(&self, inode: &Inode) -> OpResult<Vec<u8>> {
+        let top = inode.top().ok_or(Errno::STALE)?;
+        let fd = self.real_fd(&top)?;
+        let list = match sys::list_xattr(fd.as_fd()) {
+            Ok(list) => list,
+            Err(Errno::NOTSUP) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(format::filter_xattr_list(&list))
+    }
+
+    pub fn setxattr(&self, inode: &Arc<Inode>, name: &OsStr, value: &[u8], flags: i32) -> OpResult<()> {
+        self.writable()?;
+        if format::is_private_xattr(name) {
+            return Err(Errno::PERM);
+        }
+        let upper = self.copy_up(inode)?;
+        let fd = self.real_fd(&upper)?;
+        sys::set_xattr(fd.as_fd(), name, value, flags)
+    }
+
+    pub fn removexattr(&self, inode: &Arc<Inode>, name: &OsStr) -> OpResult<()> {
+        self.writable()?;
+        if format::is_private_xattr(name) {
+            return Err(Errno::NODATA);
+        }
+        // Nothing to copy up for an xattr the object does not have.
+        let top = inode.top().ok_or(Errno::STALE)?;
+        if sys::get_xattr(self.real_fd(&top)?.as_fd(), name)?.is_none() {
+            return Err(Errno::NODATA);
+        }
+        let upper = self.copy_up(inode)?;
+        let fd = self.real_fd(&upper)?;
+        sys::remove_xattr(fd.as_fd(), name)
+    }
+}

@@ -1,0 +1,284 @@
+//! The command line, and the checks that turn it into a mount plan before
+//! anything on disk is touched.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::options::{self, MountOptions};
+use crate::workdir::OWN_ENTRIES;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cowfs",
+    version,
+    about = "A copy-on-write union filesystem (overlay) on FUSE",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// fuse-overlayfs style: cowfs -o lowerdir=A:B,upperdir=U,workdir=W MOUNTPOINT
+    #[command(flatten)]
+    pub mount: MountArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount layers: LOWER[:LOWER...] [UPPER] MOUNTPOINT (leftmost lower is the top one).
+    ///
+    /// Without UPPER the mount is read-only. Without --workdir the work dir is
+    /// <dir of UPPER>/.<name of UPPER>.cowfs-work, beside the upper dir on the
+    /// same filesystem; nothing of cowfs's own goes inside UPPER.
+    Mount(MountArgs),
+    /// Unmount a cowfs mount.
+    Umount {
+        mountpoint: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct MountArgs {
+    /// LOWER[:LOWER...] [UPPER] MOUNTPOINT, or just MOUNTPOINT with -o lowerdir=...
+    #[arg(value_name = "PATHS")]
+    pub paths: Vec<OsString>,
+    /// Work dir on the upper's filesystem [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=, ...
+    #[arg(short = 'o', value_name = "OPT[,OPT...]", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Stay attached instead of running as a background daemon.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Threads serving requests [default: 2 per CPU, at least 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Log level (overrides RUST_LOG).
+    #[arg(long, value_name = "LEVEL", value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
+    pub log_level: Option<String>,
+    /// Write logs to this file (a daemon has no stderr).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Write the daemon's pid here once the mount is live.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A checked mount: every path exists, is a dir, and the layers do not
+/// overlap one another or the mount point.
+#[derive(Debug)]
+pub struct MountPlan {
+    pub lowers: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    /// The work dir is cowfs's default and may need creating.
+    pub workdir_is_default: bool,
+    pub mountpoint: PathBuf,
+    pub options: MountOptions,
+}
+
+fn existing_dir(what: &str, path: &Path) -> anyhow::Result<PathBuf> {
+    for component in path.components() {
+        if component.as_os_str().len() > 255 {
+            bail!("{what} {}: a path component is longer than 255 bytes", path.display());
+        }
+    }
+    let canonical = std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))?;
+    let meta = std::fs::metadata(&canonical).with_context(|| format!("{what} {}", path.display()))?;
+    if !meta.is_dir() {
+        bail!("{what} {} is not a directory", path.display());
+    }
+    Ok(canonical)
+}
+
+/// `inner` is `outer` or below it.
+fn within(inner: &Path, outer: &Path) -> bool {
+    inner.starts_with(outer)
+}
+
+/// Where the work dir goes when none is given: beside the upper dir.
+pub fn default_workdir(upper: &Path) -> anyhow::Result<PathBuf> {
+    let name = upper
+        .file_name()
+        .ok_or_else(|| anyhow!("upper dir {} has no parent to hold a work dir; give --workdir", upper.display()))?;
+    let parent = upper
+        .parent()
+        .ok_or_else(|| anyhow!("upper dir {} has no parent; give --workdir", upper.display()))?;
+    let mut dir_name = OsString::from(".");
+    dir_name.push(name);
+    dir_name.push(".cowfs-work");
+    Ok(parent.join(dir_name))
+}
+
+impl MountArgs {
+    /// Checks the arguments. Touches nothing on disk.
+    pub fn plan(&self) -> anyhow::Result<MountPlan> {
+        let mut options = options::parse(&self.options).map_err(|e| anyhow!(e))?;
+        let mut paths: Vec<&OsString> = self.paths.iter().collect();
+        let (lower_spec, upper, mountpoint) = if let Some(lowerdir) = options.lowerdir.clone() {
+            // fuse-overlayfs / mount.fuse3 form: an optional source, then the mount point.
+            if paths.is_empty() || paths.len() > 2 {
+                bail!("with -o lowerdir=..., give exactly one MOUNTPOINT (optionally after a SOURCE)");
+            }
+            let mountpoint = PathBuf::from(paths.pop().cloned().unwrap_or_default());
+            (lowerdir, options.upperdir.clone(), mountpoint)
+        } else {
+            match paths.as_slice() {
+                [lowers, mountpoint] => (lowers.to_string_lossy().into_owned(), None, PathBuf::from(mountpoint)),
+                [lowers, upper, mountpoint] => (
+                    lowers.to_string_lossy().into_owned(),
+                    Some(PathBuf::from(upper)),
+                    PathBuf::from(mountpoint),
+                ),
+                [] => bail!("no layers given: cowfs mount LOWER[:LOWER...] [UPPER] MOUNTPOINT"),
+                _ => bail!("expected LOWER[:LOWER...] [UPPER] MOUNTPOINT, got {} paths", paths.len()),
+            }
+        };
+        if options.lowerdir.is_some() && self.workdir.is_some() {
+            options.workdir = self.workdir.clone();
+        }
+        let workdir_arg = self.workdir.clone().or(options.workdir.clone());
+
+        let mut lowers = Vec::new();
+        for (i, lower) in options::split_lowers(&lower_spec).iter().enumerate() {
+            if lower.is_empty() {
+                bail!("lower dir list '{lower_spec}' has an empty entry (position {})", i + 1);
+            }
+            lowers.push(existing_dir("lower dir", Path::new(lower))?);
+        }
+        if lowers.len() > 500 {
+            bail!("too many lower dirs ({}), at most 500", lowers.len());
+        }
+        let mountpoint = existing_dir("mount point", &mountpoint)?;
+        let upper = match upper {
+            Some(upper) => Some(existing_dir("upper dir", &upper)?),
+            None => None,
+        };
+
+        let mut seen = HashSet::new();
+        for lower in &lowers {
+            if !seen.insert(lower.clone()) {
+                bail!("lower dir {} is given twice", lower.display());
+            }
+            if within(&mountpoint, lower) || within(lower, &mountpoint) {
+                bail!(
+                    "mount point {} and lower dir {} overlap",
+                    mountpoint.display(),
+                    lower.display()
+                );
+            }
+        }
+
+        let mut workdir = None;
+        let mut workdir_is_default = false;
+        if let Some(upper) = &upper {
+            for lower in &lowers {
+                if within(upper, lower) {
+                    bail!("upper dir {} is inside lower dir {}", upper.display(), lower.display());
+                }
+                if within(lower, upper) {
+                    bail!("lower dir {} is inside upper dir {}", lower.display(), upper.display());
+                }
+            }
+            if within(&mountpoint, upper) || within(upper, &mountpoint) {
+                bail!(
+                    "mount point {} and upper dir {} overlap",
+                    mountpoint.display(),
+                    upper.display()
+                );
+            }
+            let upper_dev = std::fs::metadata(upper)?.dev();
+            let (dir, is_default) = match &workdir_arg {
+                Some(dir) => (existing_dir("work dir", dir)?, false),
+                None => {
+                    let dir = default_workdir(upper)?;
+                    let parent = dir.parent().unwrap_or(Path::new("/"));
+                    if std::fs::metadata(parent)?.dev() != upper_dev {
+                        bail!(
+                            "upper dir {} is the root of its filesystem, so no work dir fits beside it; give --workdir",
+                            upper.display()
+                        );
+                    }
+                    match std::fs::symlink_metadata(&dir) {
+                        Ok(meta) if !meta.is_dir() => bail!("work dir {} is not a directory", dir.display()),
+                        Ok(_) => (dir, false),
+                        Err(_) => (dir, true),
+                    }
+                }
+            };
+            if within(&dir, upper) {
+                bail!("work dir {} is inside upper dir {}", dir.display(), upper.display());
+            }
+            if within(upper, &dir) {
+                bail!("upper dir {} is inside work dir {}", upper.display(), dir.display());
+            }
+            for lower in &lowers {
+                if within(&dir, lower) || within(lower, &dir) {
+                    bail!("work dir {} and lower dir {} overlap", dir.display(), lower.display());
+                }
+            }
+            if within(&dir, &mountpoint) || within(&mountpoint, &dir) {
+                bail!("work dir {} and mount point {} overlap", dir.display(), mountpoint.display());
+            }
+            if !is_default {
+                if std::fs::metadata(&dir)?.dev() != upper_dev {
+                    bail!(
+                        "work dir {} is not on the same filesystem as upper dir {}",
+                        dir.display(),
+                        upper.display()
+                    );
+                }
+                check_workdir_contents(&dir)?;
+            }
+            workdir = Some(dir);
+            workdir_is_default = is_default;
+        } else if workdir_arg.is_some() {
+            bail!("a work dir needs an upper dir");
+        }
+
+        Ok(MountPlan {
+            lowers,
+            upper,
+            workdir,
+            workdir_is_default,
+            mountpoint,
+            options,
+        })
+    }
+}
+
+/// A work dir may hold only what cowfs or kernel overlayfs put there.
+fn check_workdir_contents(dir: &Path) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("work dir {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !OWN_ENTRIES.iter().any(|own| name == *own) {
+            bail!(
+                "work dir {} is not empty: it holds {:?}, which is not cowfs's",
+                dir.display(),
+                name
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_workdir_sits_beside_upper() {
+        assert_eq!(
+            default_workdir(Path::new("/ctr/upper")).unwrap(),
+            PathBuf::from("/ctr/.upper.cowfs-work")
+        );
+        assert!(default_workdir(Path::new("/")).is_err());
+    }
+}

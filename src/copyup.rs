@@ -1,0 +1,155 @@
+//! Copy-up: giving a lower object a copy in the upper dir before it changes.
+//!
+//! The copy is built whole in the work dir (data, then xattrs, owner, mode
+//! and times) and renamed into place, so the upper dir never shows a
+//! half-made copy, even after a crash. Missing parent dirs are copied up
+//! first. A per-inode lock makes concurrent writers share one copy-up, and
+//! no lock other than the parent's name lock (for the final rename) is held,
+//! so a long copy stalls nothing else.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use crate::error::OpResult;
+use crate::format;
+use crate::inode::{Inode, RealRef};
+use crate::layer::UPPER;
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno, FileType, OFlags, Stat, Timespec, Timestamps};
+use crate::workdir::WorkDir;
+
+impl Overlay {
+    /// The upper object of `inode`, copying it up first if it has none.
+    pub fn copy_up(&self, inode: &Arc<Inode>) -> OpResult<RealRef> {
+        if let Some(upper) = inode.upper() {
+            return Ok(upper);
+        }
+        let work = self.writable()?;
+        let _one_at_a_time = inode.copy_up_lock.lock();
+        if let Some(upper) = inode.upper() {
+            return Ok(upper);
+        }
+        let source = inode.top().ok_or(Errno::STALE)?;
+        let parent = source.parent.clone().ok_or(Errno::STALE)?;
+        let parent_upper = self.copy_up(&parent)?;
+        let parent_fd = self.real_fd(&parent_upper)?;
+        let source_fd = self.real_fd(&source)?;
+        let st = sys::fstat(source_fd.as_fd())?;
+
+        let temp = work.temp_name();
+        if let Err(e) = self.build_copy(work, &temp, source_fd.as_fd(), &st) {
+            work.remove(&temp);
+            return Err(e);
+        }
+
+        let placed = {
+            let _names = parent.dir_lock.lock();
+            if inode.is_unlinked() {
+                Err(Errno::NOENT)
+            } else {
+                sys::rename(work.fd(), &temp, parent_fd.as_fd(), &source.name, sys::RenameFlags::NOREPLACE)
+            }
+        };
+        match placed {
+            Ok(()) => {}
+            Err(Errno::EXIST) if inode.is_dir() => {
+                // The dir was made in upper meanwhile (e.g. by a twin inode);
+                // it is the copy we wanted.
+                work.remove(&temp);
+            }
+            Err(e) => {
+                work.remove(&temp);
+                return Err(e);
+            }
+        }
+        let placed_st = sys::stat_at(parent_fd.as_fd(), &source.name)?.ok_or(Errno::NOENT)?;
+        let upper = RealRef {
+            layer: UPPER,
+            real_ino: placed_st.st_ino,
+            parent: Some(parent),
+            name: source.name.clone(),
+        };
+        inode.set_upper(upper.clone());
+        tracing::debug!(ino = inode.ino, name = ?source.name, "copied up");
+        Ok(upper)
+    }
+
+    /// Makes a copy of the object `source` (stat `st`) named `temp` in the
+    /// work dir, with all its metadata.
+    fn build_copy(&self, work: &WorkDir, temp: &OsStr, source: BorrowedFd<'_>, st: &Stat) -> OpResult<()> {
+        let kind = sys::file_type(st);
+        match kind {
+            FileType::RegularFile => {
+                let from = sys::reopen(source, OFlags::RDONLY)?;
+                let to = sys::create_file(work.fd(), temp, OFlags::WRONLY, 0o600)?;
+                sys::copy_file_data(from.as_fd(), to.as_fd(), st.st_size as u64)?;
+            }
+            FileType::Directory => sys::mkdir(work.fd(), temp, 0o700)?,
+            FileType::Symlink => {
+                let target = sys::readlink(source)?;
+                sys::symlink(std::os::unix::ffi::OsStrExt::from_bytes(&target[..]), work.fd(), temp)?;
+            }
+            _ => sys::mknod(work.fd(), temp, (st.st_mode & libc::S_IFMT) | 0o600, st.st_rdev)?,
+        }
+        let copy = sys::open_path(work.fd(), temp)?;
+        // Data first: writing data clears security.capability.
+        self.copy_xattrs(source, copy.as_fd())?;
+        let hard_linked = kind != FileType::Directory && st.st_nlink > 1;
+        if let Some(ns) = self.xattr_ns() {
+            if !hard_linked {
+                // "Copied up, origin unknown": the copy keeps its lower inode
+                // number. Hard-linked files are left without, as the kernel
+                // does without an index, so the other names keep theirs.
+                sys::set_xattr(copy.as_fd(), ns.origin(), b"", 0)?;
+            }
+        }
+        sys::chown(copy.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
+        if kind != FileType::Symlink {
+            // After chown, which clears set-id bits.
+            sys::chmod(copy.as_fd(), st.st_mode & 0o7777)?;
+        }
+        sys::set_times(copy.as_fd(), &times_of(st))?;
+        Ok(())
+    }
+
+    /// Copies the user-visible xattrs of `from` to `to`.
+    pub(crate) fn copy_xattrs(&self, from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> OpResult<()> {
+        let list = match sys::list_xattr(from) {
+            Ok(list) => list,
+            Err(Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for name in format::xattr_names(&list) {
+            if format::is_private_xattr(name) {
+                continue;
+            }
+            let Some(value) = sys::get_xattr(from, name)? else {
+                continue;
+            };
+            match sys::set_xattr(to, name, &value, 0) {
+                Ok(()) => {}
+                // The upper fs or our privileges can't hold this one; the
+                // kernel skips such xattrs on copy-up too.
+                Err(Errno::NOTSUP) | Err(Errno::PERM) => {
+                    tracing::debug!(?name, "xattr not copied up");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn times_of(st: &Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}

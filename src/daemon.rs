@@ -1,0 +1,206 @@
+//! Running a mount: set up the overlay, mount it, detach into the background
+//! as mount(8) expects (the command returns once the mount is live), and
+//! unmount cleanly on SIGTERM, SIGINT or SIGHUP.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::cli::MountPlan;
+use crate::fuse_adapter;
+use crate::layer::LayerStack;
+use crate::overlay::{Overlay, OverlayOptions};
+use crate::sys;
+use crate::workdir::WorkDir;
+
+pub struct RunSettings {
+    pub foreground: bool,
+    pub threads: usize,
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Sets up, mounts and serves. Returns when the mount is gone (foreground)
+/// or, in the parent of a daemon, once the mount is live.
+pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
+    let fd_budget = sys::raise_fd_limit();
+    if plan.workdir_is_default {
+        if let Some(dir) = &plan.workdir {
+            std::fs::create_dir(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
+        }
+    }
+    let layers = LayerStack::open(plan.upper.as_deref(), &plan.lowers)
+        .map_err(|e| anyhow!("opening layers: {e}"))?;
+    let work = match &plan.workdir {
+        Some(dir) => Some(WorkDir::prepare(dir)?),
+        None => None,
+    };
+    let options = OverlayOptions {
+        fd_cache_capacity: usize::try_from(fd_budget / 2).unwrap_or(4096).clamp(256, 16384),
+        cache_ttl: plan
+            .options
+            .timeout
+            .map(Duration::from_secs_f64)
+            .unwrap_or(OverlayOptions::default().cache_ttl),
+        no_sync: plan.options.no_sync,
+    };
+    let overlay = Arc::new(Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?);
+
+    if settings.foreground {
+        let session = mount(&plan, overlay, settings.threads)?;
+        write_pid_file(settings.pid_file.as_deref())?;
+        return serve(session, &plan.mountpoint);
+    }
+
+    // Fork before any thread exists; the child reports back through a pipe.
+    let (report_read, report_write) = sys::pipe()?;
+    match sys::fork_single_threaded()? {
+        sys::Forked::Parent { .. } => {
+            drop(report_write);
+            let report = sys::read_to_end(report_read.as_fd())?;
+            let report = String::from_utf8_lossy(&report);
+            match report.strip_prefix("ok") {
+                Some(_) => Ok(()),
+                None if report.is_empty() => bail!("the daemon exited before the mount was live"),
+                None => bail!("{}", report.trim_end()),
+            }
+        }
+        sys::Forked::Child => {
+            drop(report_read);
+            sys::setsid();
+            let session = match mount(&plan, overlay, settings.threads)
+                .and_then(|s| write_pid_file(settings.pid_file.as_deref()).map(|()| s))
+            {
+                Ok(session) => session,
+                Err(e) => {
+                    let _ = sys::write_all(report_write.as_fd(), format!("{e:#}").as_bytes());
+                    std::process::exit(1);
+                }
+            };
+            let _ = sys::detach_stdio();
+            let _ = sys::write_all(report_write.as_fd(), b"ok");
+            drop(report_write);
+            match serve(session, &plan.mountpoint) {
+                Ok(()) => std::process::exit(0),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    std::process::exit(1)
+                }
+            }
+        }
+    }
+}
+
+fn write_pid_file(path: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let mut file = std::fs::File::create(path).with_context(|| format!("pid file {}", path.display()))?;
+        writeln!(file, "{}", std::process::id())?;
+    }
+    Ok(())
+}
+
+/// Mounts the overlay and completes the FUSE handshake, so that the mount
+/// answers requests as soon as this returns.
+fn mount(
+    plan: &MountPlan,
+    overlay: Arc<Overlay>,
+    threads: usize,
+) -> anyhow::Result<fuser::Session<fuse_adapter::CowFs>> {
+    let read_only = plan.upper.is_none() || plan.options.read_only;
+    let flags = sys::MountFlags {
+        read_only,
+        nodev: plan.options.nodev,
+        nosuid: plan.options.nosuid,
+        noexec: plan.options.noexec,
+        noatime: plan.options.noatime,
+    };
+    let dev_fuse: OwnedFd = sys::fuse_mount(
+        &plan.mountpoint,
+        "cowfs",
+        "cowfs",
+        flags,
+        "default_permissions,allow_other",
+    )
+    .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
+    match fuse_adapter::serve(overlay, dev_fuse, threads) {
+        Ok(session) => Ok(session),
+        Err(e) => {
+            let _ = sys::unmount(&plan.mountpoint, true);
+            Err(anyhow!("starting the FUSE session: {e}"))
+        }
+    }
+}
+
+/// Serves requests until the mount goes away; a signal unmounts it.
+fn serve(session: fuser::Session<fuse_adapter::CowFs>, mountpoint: &Path) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let handle = signals.handle();
+    let target = mountpoint.to_path_buf();
+    let watcher = std::thread::Builder::new()
+        .name("cowfs-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "unmounting on signal");
+                if let Err(e) = sys::unmount(&target, true) {
+                    tracing::error!(%e, "unmount on signal failed");
+                }
+            }
+        })?;
+    let result = session.run();
+    handle.close();
+    let _ = watcher.join();
+    result.map_err(|e| anyhow!("serving the mount: {e}"))
+}
+
+/// `cowfs umount`: unmounts a cowfs mount point.
+pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
+    let target = std::fs::canonicalize(mountpoint).with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let ours = mounts.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let fstype = fields.iter().skip_while(|f| **f != "-").nth(1);
+        fields.get(4).map(|p| unescape_mountinfo(p)) == Some(target.to_string_lossy().into_owned())
+            && fstype.is_some_and(|t| *t == "fuse.cowfs")
+    });
+    if !ours {
+        bail!("{} is not a cowfs mount", mountpoint.display());
+    }
+    match sys::unmount(&target, false) {
+        Ok(()) => Ok(()),
+        Err(sys::Errno::PERM) => {
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&target)
+                .status()
+                .context("running fusermount3")?;
+            if status.success() {
+                Ok(())
+            } else {
+                bail!("fusermount3 -u {} failed", target.display())
+            }
+        }
+        Err(e) => bail!("unmounting {}: {e}", target.display()),
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() + 0 && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,124 @@
+//! Merged directory listings: the union of a dir's layers, top first, each
+//! name once, without whiteouts, OCI markers, or what an opaque dir hides.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use crate::error::OpResult;
+use crate::format;
+use crate::inode::{Inode, RealRef};
+use crate::overlay::Overlay;
+use crate::sys::{self, FileType};
+
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: OsString,
+    pub kind: FileType,
+    /// Equal to the `st_ino` a lookup of the entry reports.
+    pub ino: u64,
+}
+
+/// One entry as read from one layer.
+struct LayerEntry {
+    name: OsString,
+    kind: FileType,
+    real_ino: u64,
+}
+
+impl Overlay {
+    /// The merged entries of `dir`, `.` and `..` not included, in a stable
+    /// order: upper entries first, then each lower's new names.
+    pub fn list_dir(&self, dir: &Arc<Inode>) -> OpResult<Vec<DirEntry>> {
+        let layers = dir.layers();
+        let mut out: Vec<DirEntry> = Vec::new();
+        let mut position: HashMap<OsString, usize> = HashMap::new();
+        let mut hidden: HashSet<OsString> = HashSet::new();
+        // Names present in more than one layer need a full lookup for their
+        // inode number (it depends on where the object came from).
+        let mut overlapping: HashSet<usize> = HashSet::new();
+        let mut upper_names: HashSet<usize> = HashSet::new();
+
+        let sources = layers.upper.iter().chain(layers.lowers.iter());
+        for source in sources {
+            let (entries, whiteouts) = self.read_layer_dir(source)?;
+            for entry in entries {
+                if hidden.contains(&entry.name) {
+                    continue;
+                }
+                if let Some(&at) = position.get(&entry.name) {
+                    if upper_names.contains(&at) {
+                        overlapping.insert(at);
+                    }
+                    continue;
+                }
+                position.insert(entry.name.clone(), out.len());
+                if source.is_upper() {
+                    upper_names.insert(out.len());
+                }
+                out.push(DirEntry {
+                    ino: self.layers.map_ino(source.layer, entry.real_ino),
+                    name: entry.name,
+                    kind: entry.kind,
+                });
+            }
+            // A layer's whiteouts hide names of the layers below it only.
+            hidden.extend(whiteouts);
+        }
+
+        for at in overlapping {
+            if let Some(found) = self.resolve(dir, &out[at].name)? {
+                out[at].ino = found.ino;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the merged dir has no entries at all.
+    pub fn dir_is_empty(&self, dir: &Arc<Inode>) -> OpResult<bool> {
+        Ok(self.list_dir(dir)?.is_empty())
+    }
+
+    /// Reads one layer's dir: its visible entries and the names it whites out.
+    fn read_layer_dir(&self, dir: &RealRef) -> OpResult<(Vec<LayerEntry>, Vec<OsString>)> {
+        let path_fd = self.real_fd(dir)?;
+        let listing = sys::open_dir_for_listing(path_fd.as_fd())?;
+        let mut raw = Vec::new();
+        sys::for_each_dir_entry(listing.as_fd(), |name, kind, ino| {
+            let bytes = name.to_bytes();
+            if bytes != b"." && bytes != b".." {
+                raw.push((OsStr::from_bytes(bytes).to_os_string(), kind, ino));
+            }
+        })?;
+
+        let mut entries = Vec::with_capacity(raw.len());
+        let mut whiteouts = Vec::new();
+        for (name, mut kind, real_ino) in raw {
+            if format::is_reserved_name(&name) {
+                if let Some(target) = format::oci_whiteout_target(&name) {
+                    whiteouts.push(target.to_os_string());
+                }
+                continue;
+            }
+            if kind == FileType::CharacterDevice || kind == FileType::Unknown {
+                match sys::stat_at(path_fd.as_fd(), &name)? {
+                    Some(st) if format::is_chardev_whiteout(&st) => {
+                        whiteouts.push(name);
+                        continue;
+                    }
+                    Some(st) => kind = sys::file_type(&st),
+                    None => continue, // gone meanwhile
+                }
+            }
+            entries.push(LayerEntry {
+                name,
+                kind,
+                real_ino,
+            });
+        }
+        Ok((entries, whiteouts))
+    }
+}

@@ -1,0 +1,263 @@
+//! Open files and dirs: open (copying up on a write open), read, write,
+//! fsync, fallocate, lseek, copy_file_range, and merged readdir by offset.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::dirmerge::DirEntry;
+use crate::error::OpResult;
+use crate::handles::{DirHandle, FileHandle};
+use crate::inode::{Inode, ROOT_INO};
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno, FileType, OFlags, SeekFrom};
+
+/// The open flags that are passed on to the real file.
+fn real_open_flags(flags: i32) -> OFlags {
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_DIRECT
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME
+        | libc::O_TRUNC
+        | libc::O_LARGEFILE;
+    OFlags::from_bits_retain((flags & keep) as _)
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl Overlay {
+    /// Opens a regular file; returns the handle number.
+    pub fn open(&self, inode: &Arc<Inode>, flags: i32) -> OpResult<u64> {
+        if inode.kind != FileType::RegularFile {
+            return Err(if inode.is_dir() { Errno::ISDIR } else { Errno::INVAL });
+        }
+        let writable = wants_write(flags);
+        let source = if writable {
+            self.writable()?;
+            self.copy_up(inode)?
+        } else {
+            inode.top().ok_or(Errno::STALE)?
+        };
+        let path_fd = self.real_fd(&source)?;
+        let mut real_flags = real_open_flags(flags);
+        if real_flags.contains(OFlags::NOATIME) {
+            real_flags.remove(OFlags::NOATIME);
+        }
+        let fd = sys::reopen(path_fd.as_fd(), real_flags)?;
+        Ok(self.register_file(inode.clone(), fd, source.is_upper(), writable))
+    }
+
+    pub fn register_file(&self, inode: Arc<Inode>, fd: OwnedFd, on_upper: bool, writable: bool) -> u64 {
+        self.handles.add_file(FileHandle {
+            inode,
+            fd: RwLock::new(Arc::new(fd)),
+            on_upper: AtomicBool::new(on_upper),
+            writable,
+        })
+    }
+
+    fn file(&self, fh: u64) -> OpResult<Arc<FileHandle>> {
+        self.handles.file(fh).ok_or(Errno::BADF)
+    }
+
+    /// The fd to read through: a lower fd is swapped for the upper copy as
+    /// soon as there is one.
+    fn read_fd(&self, handle: &FileHandle) -> OpResult<Arc<OwnedFd>> {
+        if !handle.on_upper.load(Ordering::Acquire) {
+            if let Some(upper) = handle.inode.upper() {
+                let path_fd = self.real_fd(&upper)?;
+                let fresh = Arc::new(sys::reopen(path_fd.as_fd(), OFlags::RDONLY)?);
+                *handle.fd.write() = fresh.clone();
+                handle.on_upper.store(true, Ordering::Release);
+                return Ok(fresh);
+            }
+        }
+        Ok(handle.fd())
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+        let handle = self.file(fh)?;
+        let fd = self.read_fd(&handle)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match sys::pread(fd.as_fd(), &mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> OpResult<usize> {
+        let handle = self.file(fh)?;
+        if !handle.writable {
+            return Err(Errno::BADF);
+        }
+        let fd = handle.fd();
+        let mut written = 0;
+        while written < data.len() {
+            match sys::pwrite(fd.as_fd(), &data[written..], offset + written as u64) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(Errno::INTR) => continue,
+                Err(e) if written == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(written)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove_file(fh);
+    }
+
+    pub fn fsync(&self, fh: u64, data_only: bool) -> OpResult<()> {
+        if self.options.no_sync {
+            return Ok(());
+        }
+        let handle = self.file(fh)?;
+        sys::fsync(handle.fd().as_fd(), data_only)?;
+        // The copy-up that made the file is a rename in its dir: make it last too.
+        if let Some(upper) = handle.inode.upper() {
+            if let Some(parent) = &upper.parent {
+                if let Some(dir) = parent.upper() {
+                    let dir_fd = sys::reopen(self.real_fd(&dir)?.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+                    sys::fsync(dir_fd.as_fd(), false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fsyncdir(&self, inode: &Inode, data_only: bool) -> OpResult<()> {
+        if self.options.no_sync {
+            return Ok(());
+        }
+        if let Some(upper) = inode.upper() {
+            let fd = sys::reopen(self.real_fd(&upper)?.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+            sys::fsync(fd.as_fd(), data_only)?;
+        }
+        Ok(())
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> OpResult<()> {
+        let handle = self.file(fh)?;
+        if !handle.writable {
+            return Err(Errno::BADF);
+        }
+        sys::fallocate(handle.fd().as_fd(), mode, offset, len)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> OpResult<i64> {
+        let handle = self.file(fh)?;
+        let fd = self.read_fd(&handle)?;
+        let pos = match whence {
+            libc::SEEK_SET => SeekFrom::Start(offset as u64),
+            libc::SEEK_CUR => SeekFrom::Current(offset),
+            libc::SEEK_END => SeekFrom::End(offset),
+            libc::SEEK_DATA => SeekFrom::Data(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
+            libc::SEEK_HOLE => SeekFrom::Hole(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
+            _ => return Err(Errno::INVAL),
+        };
+        Ok(sys::seek(fd.as_fd(), pos)? as i64)
+    }
+
+    pub fn copy_file_range(&self, fh_in: u64, offset_in: u64, fh_out: u64, offset_out: u64, len: u64) -> OpResult<usize> {
+        let input = self.file(fh_in)?;
+        let output = self.file(fh_out)?;
+        if !output.writable {
+            return Err(Errno::BADF);
+        }
+        let from = self.read_fd(&input)?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+        sys::copy_file_range(from.as_fd(), offset_in, output.fd().as_fd(), offset_out, len)
+    }
+
+    pub fn opendir(&self, inode: &Arc<Inode>) -> OpResult<u64> {
+        if !inode.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        Ok(self.handles.add_dir(DirHandle {
+            inode: inode.clone(),
+            snapshot: Mutex::new(None),
+        }))
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove_dir(fh);
+    }
+
+    /// Entries of an open dir from `offset` on; entry `i` of the result has
+    /// offset `offset + i + 1`. The first two are `.` and `..`.
+    pub fn readdir(&self, fh: u64, offset: u64) -> OpResult<Listing> {
+        let handle = self.handles.dir(fh).ok_or(Errno::BADF)?;
+        let snapshot = {
+            let mut slot = handle.snapshot.lock();
+            match slot.as_ref() {
+                Some(listing) if offset != 0 => listing.clone(),
+                _ => {
+                    let listing = Arc::new(self.list_dir(&handle.inode)?);
+                    *slot = Some(listing.clone());
+                    listing
+                }
+            }
+        };
+        let dir = &handle.inode;
+        let parent_ino = if dir.ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            dir.top()
+                .and_then(|r| r.parent.as_ref().map(|p| p.ino))
+                .unwrap_or(ROOT_INO)
+        };
+        let dots = [
+            DirEntry {
+                name: OsString::from("."),
+                kind: FileType::Directory,
+                ino: dir.ino,
+            },
+            DirEntry {
+                name: OsString::from(".."),
+                kind: FileType::Directory,
+                ino: parent_ino,
+            },
+        ];
+        Ok(Listing {
+            dir: handle.inode.clone(),
+            dots,
+            snapshot,
+            start: usize::try_from(offset).unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// The rest of an open dir's listing, from the offset asked for.
+pub struct Listing {
+    pub dir: Arc<Inode>,
+    dots: [DirEntry; 2],
+    snapshot: Arc<Vec<DirEntry>>,
+    start: usize,
+}
+
+impl Listing {
+    /// Entries with the offset of the entry after each.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &DirEntry)> {
+        self.dots
+            .iter()
+            .chain(self.snapshot.iter())
+            .enumerate()
+            .skip(self.start)
+            .map(|(i, entry)| (i as u64 + 1, entry))
+    }
+}

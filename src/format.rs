@@ -1,0 +1,176 @@
+//! The on-disk format: kernel overlayfs xattrs and whiteouts, and the OCI
+//! image conventions (`.wh.NAME`, `.wh..wh..opq`) read in layers.
+//!
+//! Pure functions only, so the rules can be tested without a filesystem.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::sys::{FileType, Stat};
+
+/// The OCI whiteout prefix: `.wh.NAME` hides NAME in lower layers.
+pub const OCI_WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// The OCI opaque marker: a dir holding it hides the same dir in lower layers.
+pub const OCI_OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The OCI hard-link staging dir; never part of the image's tree.
+pub const OCI_HARDLINK_DIR: &str = ".wh..wh.plnk";
+
+/// Which xattr namespace overlay metadata lives in: `trusted.` needs
+/// CAP_SYS_ADMIN, `user.` is what the kernel uses with `userxattr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrNamespace {
+    Trusted,
+    User,
+}
+
+impl XattrNamespace {
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.",
+            XattrNamespace::User => "user.overlay.",
+        }
+    }
+
+    pub fn opaque(self) -> &'static OsStr {
+        OsStr::new(match self {
+            XattrNamespace::Trusted => "trusted.overlay.opaque",
+            XattrNamespace::User => "user.overlay.opaque",
+        })
+    }
+
+    pub fn origin(self) -> &'static OsStr {
+        OsStr::new(match self {
+            XattrNamespace::Trusted => "trusted.overlay.origin",
+            XattrNamespace::User => "user.overlay.origin",
+        })
+    }
+
+    pub fn whiteout(self) -> &'static OsStr {
+        OsStr::new(match self {
+            XattrNamespace::Trusted => "trusted.overlay.whiteout",
+            XattrNamespace::User => "user.overlay.whiteout",
+        })
+    }
+}
+
+/// Both namespaces, in the order they are read.
+pub const READ_NAMESPACES: [XattrNamespace; 2] = [XattrNamespace::Trusted, XattrNamespace::User];
+
+/// The value of the `opaque` xattr that marks a dir opaque.
+pub const OPAQUE_YES: &[u8] = b"y";
+/// The `opaque` value that marks a lower dir as holding xattr whiteouts.
+pub const OPAQUE_XWHITEOUTS: u8 = b'x';
+
+/// What the first byte of an `opaque` xattr says about a dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opacity {
+    Transparent,
+    Opaque,
+    /// Not opaque, but entries may be xattr whiteouts (lower layers only).
+    HasXattrWhiteouts,
+}
+
+pub fn opacity_from_xattr(first_byte: Option<u8>) -> Opacity {
+    match first_byte {
+        Some(b'y') => Opacity::Opaque,
+        Some(OPAQUE_XWHITEOUTS) => Opacity::HasXattrWhiteouts,
+        _ => Opacity::Transparent,
+    }
+}
+
+/// Whether an xattr name belongs to overlay's private metadata, which the
+/// merged view never shows and users may not set.
+pub fn is_private_xattr(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    READ_NAMESPACES
+        .iter()
+        .any(|ns| bytes.starts_with(ns.prefix().as_bytes()))
+}
+
+/// A kernel whiteout: a character device with device number 0/0.
+pub fn is_chardev_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+/// Whether a zero-size regular file could be an xattr whiteout (then the
+/// `overlay.whiteout` xattr decides).
+pub fn may_be_xattr_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size == 0
+}
+
+/// For a name like `.wh.foo`, the hidden name `foo`; `None` for other names
+/// and for the OCI markers that are not whiteouts of an entry.
+pub fn oci_whiteout_target(name: &OsStr) -> Option<&OsStr> {
+    let bytes = name.as_bytes();
+    let rest = bytes.strip_prefix(OCI_WHITEOUT_PREFIX)?;
+    if rest.is_empty() || rest.starts_with(OCI_WHITEOUT_PREFIX) {
+        return None;
+    }
+    Some(OsStr::from_bytes(rest))
+}
+
+/// Names that belong to the OCI whiteout conventions and so are never shown.
+pub fn is_reserved_name(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(OCI_WHITEOUT_PREFIX)
+}
+
+/// The OCI whiteout file name that hides `name`.
+pub fn oci_whiteout_name(name: &OsStr) -> std::ffi::OsString {
+    let mut out = Vec::with_capacity(name.len() + OCI_WHITEOUT_PREFIX.len());
+    out.extend_from_slice(OCI_WHITEOUT_PREFIX);
+    out.extend_from_slice(name.as_bytes());
+    std::ffi::OsString::from(OsStr::from_bytes(&out).to_os_string())
+}
+
+/// Splits a NUL-separated xattr name list, dropping overlay-private names.
+pub fn filter_xattr_list(list: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if !is_private_xattr(OsStr::from_bytes(name)) {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    out
+}
+
+/// Iterates the names in a NUL-separated xattr list.
+pub fn xattr_names(list: &[u8]) -> impl Iterator<Item = &OsStr> {
+    list.split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(OsStr::from_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_whiteouts_name_their_target() {
+        assert_eq!(oci_whiteout_target(OsStr::new(".wh.foo")), Some(OsStr::new("foo")));
+        assert_eq!(oci_whiteout_target(OsStr::new(".wh..wh..opq")), None);
+        assert_eq!(oci_whiteout_target(OsStr::new(".wh..wh.plnk")), None);
+        assert_eq!(oci_whiteout_target(OsStr::new(".wh.")), None);
+        assert_eq!(oci_whiteout_target(OsStr::new("foo")), None);
+        assert_eq!(oci_whiteout_target(OsStr::new("x.wh.foo")), None);
+        assert_eq!(oci_whiteout_name(OsStr::new("bar")), OsStr::new(".wh.bar"));
+    }
+
+    #[test]
+    fn private_xattrs_are_recognised_and_filtered() {
+        assert!(is_private_xattr(OsStr::new("trusted.overlay.opaque")));
+        assert!(is_private_xattr(OsStr::new("user.overlay.redirect")));
+        assert!(!is_private_xattr(OsStr::new("user.overlayx")));
+        assert!(!is_private_xattr(OsStr::new("security.selinux")));
+        let list = b"user.a\0trusted.overlay.opaque\0security.capability\0user.overlay.origin\0";
+        assert_eq!(filter_xattr_list(list), b"user.a\0security.capability\0".to_vec());
+    }
+
+    #[test]
+    fn opacity_reads_only_the_first_byte() {
+        assert_eq!(opacity_from_xattr(Some(b'y')), Opacity::Opaque);
+        assert_eq!(opacity_from_xattr(Some(b'x')), Opacity::HasXattrWhiteouts);
+        assert_eq!(opacity_from_xattr(Some(b'n')), Opacity::Transparent);
+        assert_eq!(opacity_from_xattr(None), Opacity::Transparent);
+    }
+}

@@ -1,0 +1,638 @@
+//! The FUSE edge: decodes kernel requests, calls the overlay, and replies.
+//! Errors become errnos here. A panic in one request is caught, logged and
+//! answered with EIO; the mount stays up.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType as FuseType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::attr::{SetAttr, SetTime};
+use crate::error::Errno;
+use crate::inode::Inode;
+use crate::namespace::{NewKind, NewObject};
+use crate::overlay::{Attr, Overlay};
+use crate::sys::FileType;
+
+pub struct CowFs {
+    overlay: Arc<Overlay>,
+    ttl: Duration,
+}
+
+impl CowFs {
+    pub fn new(overlay: Arc<Overlay>) -> CowFs {
+        let ttl = overlay.options.cache_ttl;
+        CowFs { overlay, ttl }
+    }
+}
+
+fn errno(e: Errno) -> FuseErrno {
+    FuseErrno::from_i32(e.raw_os_error())
+}
+
+/// Runs one request, turning a panic into a logged EIO (the reply, dropped
+/// unanswered during the unwind, sends EIO itself).
+fn guarded(op: &'static str, body: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(body)).is_err() {
+        tracing::error!(op, "request panicked; answered EIO");
+    }
+}
+
+fn kind_of(kind: FileType) -> FuseType {
+    match kind {
+        FileType::Directory => FuseType::Directory,
+        FileType::Symlink => FuseType::Symlink,
+        FileType::CharacterDevice => FuseType::CharDevice,
+        FileType::BlockDevice => FuseType::BlockDevice,
+        FileType::Fifo => FuseType::NamedPipe,
+        FileType::Socket => FuseType::Socket,
+        _ => FuseType::RegularFile,
+    }
+}
+
+fn time(secs: i64, nanos: u64) -> SystemTime {
+    let nanos = Duration::from_nanos(nanos.min(999_999_999));
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+fn file_attr(attr: &Attr) -> FileAttr {
+    let st = &attr.stat;
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime as i64, st.st_atime_nsec as u64),
+        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as u64),
+        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as u64),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(crate::sys::file_type(st)),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(at) => match at.duration_since(UNIX_EPOCH) {
+            Ok(d) => SetTime::At {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(before) => {
+                let d = before.duration();
+                SetTime::At {
+                    secs: -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0),
+                    nanos: if d.subsec_nanos() > 0 { 1_000_000_000 - d.subsec_nanos() } else { 0 },
+                }
+            }
+        },
+    })
+}
+
+impl CowFs {
+    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, FuseErrno> {
+        self.overlay.inode(ino.0).map_err(errno)
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<(Arc<Inode>, Attr), Errno>) {
+        match result {
+            Ok((_, attr)) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, mode: u32, reply: ReplyEntry) {
+        let result = self.inode(parent).map_err(|e| Errno::from_raw_os_error(e.code())).and_then(|parent| {
+            let new = NewObject {
+                kind,
+                mode,
+                uid: req.uid(),
+                gid: req.gid(),
+            };
+            self.overlay.create(&parent, name, new).map(|(inode, attr, _)| (inode, attr))
+        });
+        self.reply_entry(reply, result);
+    }
+}
+
+impl Filesystem for CowFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        let offered = config.capabilities() & wanted;
+        if let Err(missing) = config.add_capabilities(offered) {
+            tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        guarded("lookup", || {
+            let result = match self.overlay.inode(parent.0) {
+                Ok(parent) => self.overlay.lookup(&parent, name),
+                Err(e) => Err(e),
+            };
+            self.reply_entry(reply, result);
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.overlay.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        guarded("getattr", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.getattr(&inode) {
+                Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        guarded("setattr", || {
+            let inode = match self.inode(ino) {
+                Ok(inode) => inode,
+                Err(e) => return reply.error(e),
+            };
+            let change = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: set_time(atime),
+                mtime: set_time(mtime),
+            };
+            let open = fh.and_then(|fh| self.overlay.handles.file(fh.0)).filter(|h| h.writable);
+            let open_fd = open.as_ref().map(|h| h.fd());
+            match self.overlay.setattr(&inode, &change, open_fd.as_deref()) {
+                Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        guarded("readlink", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.readlink(&inode) {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        guarded("mknod", || {
+            let mode_type = mode & libc::S_IFMT;
+            let kind = if mode_type == libc::S_IFREG || mode_type == 0 {
+                NewKind::File {
+                    flags: crate::sys::OFlags::WRONLY,
+                }
+            } else {
+                NewKind::Node {
+                    mode_type,
+                    rdev: u64::from(rdev),
+                }
+            };
+            self.make(req, parent, name, kind, mode & !umask & 0o7777, reply);
+        });
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        guarded("mkdir", || {
+            self.make(req, parent, name, NewKind::Dir, mode & !umask & 0o7777, reply);
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("unlink", || match self.inode(parent) {
+            Ok(parent) => match self.overlay.remove(&parent, name, false) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("rmdir", || match self.inode(parent) {
+            Ok(parent) => match self.overlay.remove(&parent, name, true) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        guarded("symlink", || {
+            let kind = NewKind::Symlink {
+                target: target.as_os_str(),
+            };
+            self.make(req, parent, link_name, kind, 0o777, reply);
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        guarded("rename", || {
+            let (from, to) = match (self.inode(parent), self.inode(newparent)) {
+                (Ok(from), Ok(to)) => (from, to),
+                (Err(e), _) | (_, Err(e)) => return reply.error(e),
+            };
+            match self.overlay.rename(&from, name, &to, newname, flags.bits()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        guarded("link", || {
+            let source = match self.inode(ino) {
+                Ok(source) => source,
+                Err(e) => return reply.error(e),
+            };
+            self.make(req, newparent, newname, NewKind::Link { source }, 0, reply);
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        guarded("open", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.open(&inode, flags.0) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        guarded("read", || match self.overlay.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        guarded("write", || match self.overlay.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.overlay.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        guarded("fsync", || match self.overlay.fsync(fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        guarded("opendir", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.opendir(&inode) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        guarded("readdir", || match self.overlay.readdir(fh.0, offset) {
+            Ok(listing) => {
+                for (next, entry) in listing.entries() {
+                    if reply.add(INodeNo(entry.ino), next, kind_of(entry.kind), &entry.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        guarded("readdirplus", || match self.overlay.readdir(fh.0, offset) {
+            Ok(listing) => {
+                for (next, entry) in listing.entries() {
+                    let is_dot = entry.name == "." || entry.name == "..";
+                    let attr = if is_dot {
+                        match self.overlay.inode(entry.ino).and_then(|i| self.overlay.getattr(&i)) {
+                            Ok(mut attr) => {
+                                attr.ino = entry.ino;
+                                attr
+                            }
+                            Err(_) => continue,
+                        }
+                    } else {
+                        match self.overlay.lookup(&listing.dir, &entry.name) {
+                            Ok((_, attr)) => attr,
+                            // Gone since the listing was taken.
+                            Err(_) => continue,
+                        }
+                    };
+                    let full = reply.add(INodeNo(attr.ino), next, &entry.name, &self.ttl, &file_attr(&attr), Generation(0));
+                    if full {
+                        if !is_dot {
+                            // The kernel did not get this entry: undo its lookup.
+                            self.overlay.forget(attr.ino, 1);
+                        }
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.overlay.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        guarded("fsyncdir", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.fsyncdir(&inode, datasync) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        guarded("statfs", || match self.overlay.statfs() {
+            Ok(st) => reply.statfs(
+                st.f_blocks,
+                st.f_bfree,
+                st.f_bavail,
+                st.f_files,
+                st.f_ffree,
+                st.f_bsize as u32,
+                st.f_namemax as u32,
+                st.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        guarded("setxattr", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.setxattr(&inode, name, value, flags) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        guarded("getxattr", || match self.inode(ino) {
+            Ok(inode) => reply_xattr(reply, size, self.overlay.getxattr(&inode, name)),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        guarded("listxattr", || match self.inode(ino) {
+            Ok(inode) => reply_xattr(reply, size, self.overlay.listxattr(&inode)),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("removexattr", || match self.inode(ino) {
+            Ok(inode) => match self.overlay.removexattr(&inode, name) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (default_permissions); this only
+        // answers whether the inode is still there.
+        match self.inode(ino) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        guarded("create", || {
+            let parent = match self.inode(parent) {
+                Ok(parent) => parent,
+                Err(e) => return reply.error(e),
+            };
+            let real_flags = crate::sys::OFlags::from_bits_retain(
+                (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC)) as _,
+            );
+            let new = NewObject {
+                kind: NewKind::File { flags: real_flags },
+                mode: mode & !umask & 0o7777,
+                uid: req.uid(),
+                gid: req.gid(),
+            };
+            match self.overlay.create(&parent, name, new) {
+                Ok((inode, attr, Some(fd))) => {
+                    let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+                    let fh = self.overlay.register_file(inode, fd, true, writable);
+                    reply.created(&self.ttl, &file_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty());
+                }
+                Ok(_) => reply.error(FuseErrno::EIO),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        guarded("fallocate", || match self.overlay.fallocate(fh.0, mode, offset, length) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        guarded("lseek", || match self.overlay.lseek(fh.0, offset, whence) {
+            Ok(pos) => reply.offset(pos),
+            Err(e) => reply.error(errno(e)),
+        });
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        guarded("copy_file_range", || {
+            match self.overlay.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, Errno>) {
+    match value {
+        Ok(value) if size == 0 => reply.size(value.len() as u32),
+        Ok(value) if value.len() > size as usize => reply.error(FuseErrno::ERANGE),
+        Ok(value) => reply.data(&value),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Starts serving an already mounted `/dev/fuse` fd with `threads` threads.
+pub fn serve(
+    overlay: Arc<Overlay>,
+    dev_fuse: std::os::fd::OwnedFd,
+    threads: usize,
+) -> std::io::Result<fuser::Session<CowFs>> {
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    let _ = dev_fuse.as_fd();
+    fuser::Session::from_fd(CowFs::new(overlay), dev_fuse, fuser::SessionACL::All, config)
+}

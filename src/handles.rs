@@ -1,0 +1,78 @@
+//! Open files and open dirs, by the handle number the kernel holds.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::dirmerge::DirEntry;
+use crate::inode::Inode;
+
+pub struct FileHandle {
+    pub inode: Arc<Inode>,
+    /// The real open file. A read-only open of a lower file is switched to
+    /// the upper copy once one exists, so it sees what writers wrote.
+    pub fd: RwLock<Arc<OwnedFd>>,
+    pub on_upper: AtomicBool,
+    pub writable: bool,
+}
+
+impl FileHandle {
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.fd.read().clone()
+    }
+}
+
+pub struct DirHandle {
+    pub inode: Arc<Inode>,
+    /// The listing taken at the first readdir (and again after a rewind), so
+    /// offsets stay valid while the dir changes.
+    pub snapshot: Mutex<Option<Arc<Vec<DirEntry>>>>,
+}
+
+#[derive(Default)]
+pub struct Handles {
+    next: AtomicU64,
+    files: DashMap<u64, Arc<FileHandle>>,
+    dirs: DashMap<u64, Arc<DirHandle>>,
+}
+
+impl Handles {
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn add_file(&self, handle: FileHandle) -> u64 {
+        let id = self.next_id();
+        self.files.insert(id, Arc::new(handle));
+        id
+    }
+
+    pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {
+        self.files.get(&id).map(|h| h.clone())
+    }
+
+    pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
+        self.files.remove(&id).map(|(_, h)| h)
+    }
+
+    pub fn add_dir(&self, handle: DirHandle) -> u64 {
+        let id = self.next_id();
+        self.dirs.insert(id, Arc::new(handle));
+        id
+    }
+
+    pub fn dir(&self, id: u64) -> Option<Arc<DirHandle>> {
+        self.dirs.get(&id).map(|h| h.clone())
+    }
+
+    pub fn remove_dir(&self, id: u64) {
+        self.dirs.remove(&id);
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.files.len() + self.dirs.len()
+    }
+}

@@ -1,0 +1,29 @@
+//! cowfs: a copy-on-write union filesystem on FUSE, in the kernel
+//! overlayfs on-disk format.
+//!
+//! The core reads like the concept: `layer` (the stack and inode numbers),
+//! `format` (whiteouts, opaque dirs, overlay xattrs), `inode` (the table the
+//! kernel's inodes live in), `lookup` (resolving a name top-down), `dirmerge`
+//! (merged listings), `copyup`, `namespace` (changes to names), `attr`,
+//! `fileio`, and `fuse_adapter`, the thin edge that speaks FUSE. `sys` holds
+//! every system call wrapper and all the `unsafe`.
+
+pub mod attr;
+pub mod cli;
+pub mod copyup;
+pub mod daemon;
+pub mod dirmerge;
+pub mod error;
+pub mod fdcache;
+pub mod fileio;
+pub mod format;
+pub mod fuse_adapter;
+pub mod handles;
+pub mod inode;
+pub mod layer;
+pub mod lookup;
+pub mod namespace;
+pub mod options;
+pub mod overlay;
+pub mod sys;
+pub mod workdir;

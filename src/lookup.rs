@@ -1,0 +1,222 @@
+//! Name resolution: finding what a name in a merged dir refers to, top
+//! layer first, stopping at whiteouts, opaque dirs and non-dirs.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use crate::error::OpResult;
+use crate::format::{self, Opacity};
+use crate::inode::{Inode, Layers, RealRef};
+use crate::layer::{LayerId, UPPER};
+use crate::overlay::{Attr, Overlay};
+use crate::sys::{self, Errno, FileType, Stat};
+
+/// What a name resolved to.
+pub struct Resolved {
+    pub ino: u64,
+    pub kind: FileType,
+    /// Stat of the object that answers reads.
+    pub stat: Stat,
+    pub layers: Layers,
+}
+
+/// What one layer holds under a name.
+enum Presence {
+    Absent,
+    WhitedOut,
+    Object(Stat),
+}
+
+impl Overlay {
+    /// Looks up `name` in `parent` and takes a kernel reference on the result.
+    pub fn lookup(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<(Arc<Inode>, Attr)> {
+        let found = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
+        let attr = self.attr_from(found.ino, found.stat, &found.layers);
+        let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
+        Ok((inode, attr))
+    }
+
+    /// Resolves `name` in `parent` without touching the inode table.
+    /// `Ok(None)`: the merged view has no such name.
+    pub fn resolve(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<Option<Resolved>> {
+        if !parent.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        if format::is_reserved_name(name) || name.is_empty() || name == "." || name == ".." {
+            return Ok(None);
+        }
+        let dir = parent.layers();
+        let name: Arc<OsStr> = Arc::from(name);
+        let make_ref = |layer: LayerId, st: &Stat| RealRef {
+            layer,
+            real_ino: st.st_ino,
+            parent: Some(parent.clone()),
+            name: name.clone(),
+        };
+
+        let mut layers = Layers::default();
+        let mut top: Option<Stat> = None;
+        let mut search_lowers = true;
+        // Only for finding the inode number of a copied-up non-dir.
+        let mut upper_origin_only = false;
+
+        if let Some(upper_dir) = &dir.upper {
+            match self.presence(upper_dir, &name)? {
+                Presence::WhitedOut => return Ok(None),
+                Presence::Absent => {}
+                Presence::Object(st) => {
+                    let upper = make_ref(UPPER, &st);
+                    if sys::file_type(&st) == FileType::Directory {
+                        search_lowers = !self.is_opaque(&upper)?;
+                    } else {
+                        upper_origin_only = self.has_origin(&upper)?;
+                        search_lowers = upper_origin_only;
+                    }
+                    layers.upper = Some(upper);
+                    top = Some(st);
+                }
+            }
+        }
+
+        if search_lowers {
+            for lower_dir in &dir.lowers {
+                match self.presence(lower_dir, &name)? {
+                    Presence::Absent => continue,
+                    Presence::WhitedOut => break,
+                    Presence::Object(st) => {
+                        let is_dir = sys::file_type(&st) == FileType::Directory;
+                        let lower = make_ref(lower_dir.layer, &st);
+                        if upper_origin_only {
+                            if top.is_some_and(|t| sys::file_type(&t) == sys::file_type(&st)) {
+                                layers.lowers.push(lower);
+                            }
+                            break;
+                        }
+                        match top {
+                            None => top = Some(st),
+                            Some(t) if sys::file_type(&t) == FileType::Directory && is_dir => {}
+                            // A non-dir below a dir ends the merge.
+                            Some(_) => break,
+                        }
+                        let opaque = is_dir && self.is_opaque(&lower)?;
+                        layers.lowers.push(lower);
+                        if !is_dir || opaque {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        let Some(stat) = top else {
+            return Ok(None);
+        };
+        let kind = sys::file_type(&stat);
+        let ino = self.ino_for(&layers);
+        Ok(Some(Resolved {
+            ino,
+            kind,
+            stat,
+            layers,
+        }))
+    }
+
+    /// The number an object is known by: that of the lower object it came
+    /// from, if any, so that copy-up does not change it.
+    pub(crate) fn ino_for(&self, layers: &Layers) -> u64 {
+        match (layers.lowers.first(), &layers.upper) {
+            (Some(origin), _) => self.layers.map_ino(origin.layer, origin.real_ino),
+            (None, Some(upper)) => self.layers.map_ino(UPPER, upper.real_ino),
+            (None, None) => 0,
+        }
+    }
+
+    fn presence(&self, dir: &RealRef, name: &OsStr) -> OpResult<Presence> {
+        let fd = self.real_fd(dir)?;
+        match sys::stat_at(fd.as_fd(), name)? {
+            Some(st) if format::is_chardev_whiteout(&st) => Ok(Presence::WhitedOut),
+            Some(st) => Ok(Presence::Object(st)),
+            None => {
+                let oci = format::oci_whiteout_name(name);
+                match sys::stat_at(fd.as_fd(), &oci)? {
+                    Some(_) => Ok(Presence::WhitedOut),
+                    None => Ok(Presence::Absent),
+                }
+            }
+        }
+    }
+
+    /// Whether a dir hides the dirs of the same name below it: by the
+    /// overlay `opaque` xattr (either namespace), or an OCI opaque marker.
+    pub(crate) fn is_opaque(&self, dir: &RealRef) -> OpResult<bool> {
+        let fd = self.real_fd(dir)?;
+        for ns in format::READ_NAMESPACES {
+            let byte = sys::xattr_first_byte(fd.as_fd(), ns.opaque())?;
+            if format::opacity_from_xattr(byte) == Opacity::Opaque {
+                return Ok(true);
+            }
+        }
+        Ok(sys::stat_at(fd.as_fd(), OsStr::new(format::OCI_OPAQUE_MARKER))?.is_some())
+    }
+
+    /// Whether an upper object records that it was copied up.
+    fn has_origin(&self, upper: &RealRef) -> OpResult<bool> {
+        let fd = self.real_fd(upper)?;
+        for ns in format::READ_NAMESPACES {
+            match sys::get_xattr(fd.as_fd(), ns.origin()) {
+                Ok(Some(_)) => return Ok(true),
+                Ok(None) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether any lower layer of `parent` shows `name` (so removing or
+    /// moving the upper object must leave a whiteout behind).
+    pub(crate) fn lower_has(&self, parent: &Inode, name: &OsStr) -> OpResult<bool> {
+        let dir = parent.layers();
+        if let Some(upper_dir) = &dir.upper {
+            // An opaque upper dir hides every lower entry already.
+            if self.is_opaque(upper_dir)? {
+                return Ok(false);
+            }
+        }
+        for lower_dir in &dir.lowers {
+            match self.presence(lower_dir, name)? {
+                Presence::Absent => continue,
+                Presence::WhitedOut => return Ok(false),
+                Presence::Object(_) => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// What the upper dir of `parent` holds under `name` right now.
+    pub(crate) fn upper_entry(&self, parent: &Inode, name: &OsStr) -> OpResult<UpperEntry> {
+        let Some(dir) = parent.upper() else {
+            return Ok(UpperEntry::Absent);
+        };
+        let fd = self.real_fd(&dir)?;
+        match sys::stat_at(fd.as_fd(), name)? {
+            Some(st) if format::is_chardev_whiteout(&st) => Ok(UpperEntry::Whiteout),
+            Some(st) => Ok(UpperEntry::Object(st)),
+            None => {
+                let oci = format::oci_whiteout_name(name);
+                Ok(match sys::stat_at(fd.as_fd(), &oci)? {
+                    Some(_) => UpperEntry::OciWhiteout,
+                    None => UpperEntry::Absent,
+                })
+            }
+        }
+    }
+}
+
+/// What an upper dir holds under a name.
+pub(crate) enum UpperEntry {
+    Absent,
+    Whiteout,
+    OciWhiteout,
+    Object(Stat),
+}

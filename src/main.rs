@@ -1,0 +1,59 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use cowfs::cli::{Cli, Command, MountArgs};
+use cowfs::daemon::{self, RunSettings};
+
+fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match &args.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    // Panics are logged where the logs go (a daemon has no stderr).
+    std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
+    Ok(())
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<()> {
+    init_logging(&args)?;
+    let plan = args.plan()?;
+    for unknown in &plan.options.unknown {
+        eprintln!("cowfs: warning: unknown option '{unknown}' ignored");
+    }
+    let default_threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let settings = RunSettings {
+        foreground: args.foreground,
+        threads: args.threads.map_or(default_threads.max(4), usize::from),
+        pid_file: args.pid_file.clone(),
+    };
+    daemon::run(plan, settings)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Mount(args)) => mount(args),
+        Some(Command::Umount { mountpoint }) => daemon::umount(&mountpoint),
+        None if cli.mount.paths.is_empty() && cli.mount.options.is_empty() => {
+            eprintln!("cowfs: error: nothing to do; see cowfs --help");
+            return ExitCode::from(2);
+        }
+        None => mount(cli.mount),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cowfs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

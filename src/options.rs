@@ -1,0 +1,164 @@
+//! The `-o` option grammar, as fuse-overlayfs and mount(8) pass it:
+//! comma-separated `key[=value]` items, where a value may be quoted
+//! (`context="a,b"`) and a lower dir list may escape colons as `\:`.
+
+use std::path::PathBuf;
+
+/// What the `-o` options ask for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MountOptions {
+    pub lowerdir: Option<String>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub read_only: bool,
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+    /// `volatile` or `fsync=0`: skip syncs.
+    pub no_sync: bool,
+    /// `timeout=SECONDS`: how long the kernel may cache entries.
+    pub timeout: Option<f64>,
+    /// Items cowfs accepted without acting on them, or did not know.
+    pub ignored: Vec<String>,
+    pub unknown: Vec<String>,
+}
+
+/// Options accepted for compatibility that change nothing here.
+const ACCEPTED: &[&str] = &[
+    "rw", "dev", "suid", "exec", "atime", "relatime", "strictatime", "nodiratime", "async", "sync",
+    "dirsync", "defaults", "auto", "noauto", "user", "nouser", "_netdev", "nofail", "noacl", "static_nlink",
+    "squash_to_root", "max_idle_threads", "threaded", "context", "fscontext", "defcontext", "rootcontext",
+    "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "xattr_permissions", "allow_other",
+    "allow_root", "default_permissions", "fsname", "subtype", "redirect_dir", "index", "metacopy", "xino",
+    "userxattr", "plugins", "debug",
+];
+
+/// Splits an option string on commas outside double quotes.
+pub fn split_options(spec: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in spec.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => items.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    items.push(current);
+    items.into_iter().filter(|item| !item.is_empty()).collect()
+}
+
+/// Parses every `-o` argument given; later items win.
+pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
+    let mut out = MountOptions::default();
+    for item in specs.iter().flat_map(|s| split_options(s)) {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v)),
+            None => (item.trim(), None),
+        };
+        let need = |v: Option<&str>| -> Result<String, String> {
+            match v {
+                Some(v) if !v.is_empty() => Ok(v.to_string()),
+                _ => Err(format!("option '{key}' needs a value")),
+            }
+        };
+        match key {
+            "lowerdir" => out.lowerdir = Some(need(value)?),
+            "upperdir" => out.upperdir = Some(PathBuf::from(need(value)?)),
+            "workdir" => out.workdir = Some(PathBuf::from(need(value)?)),
+            "ro" => out.read_only = true,
+            "rw" => out.read_only = false,
+            "nodev" => out.nodev = true,
+            "nosuid" => out.nosuid = true,
+            "noexec" => out.noexec = true,
+            "noatime" => out.noatime = true,
+            "dev" => out.nodev = false,
+            "suid" => out.nosuid = false,
+            "exec" => out.noexec = false,
+            "volatile" => out.no_sync = true,
+            "fsync" => out.no_sync = need(value)? == "0",
+            "timeout" => {
+                let v = need(value)?;
+                let secs: f64 = v
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|_| format!("option 'timeout' needs a number of seconds, not '{v}'"))?;
+                if !(0.0..=86_400.0).contains(&secs) {
+                    return Err(format!("option 'timeout' out of range: {v}"));
+                }
+                out.timeout = Some(secs);
+            }
+            k if ACCEPTED.contains(&k) => out.ignored.push(item.clone()),
+            _ => out.unknown.push(item.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a lower dir list on `:`, where `\:` is a literal colon. Empty
+/// entries are kept so the caller can reject them.
+pub fn split_lowers(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&':') => {
+                current.push(':');
+                chars.next();
+            }
+            ':' => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    out.push(current);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_commas_stay_in_their_item() {
+        assert_eq!(
+            split_options(r#"lowerdir=/a:/b,context="x,y",,ro"#),
+            vec!["lowerdir=/a:/b", r#"context="x,y""#, "ro"]
+        );
+    }
+
+    #[test]
+    fn podman_style_options_parse() {
+        let o = parse(&["lowerdir=/l1:/l2,upperdir=/u,workdir=/w,,volatile".into()]).unwrap();
+        assert_eq!(o.lowerdir.as_deref(), Some("/l1:/l2"));
+        assert_eq!(o.upperdir, Some(PathBuf::from("/u")));
+        assert_eq!(o.workdir, Some(PathBuf::from("/w")));
+        assert!(o.no_sync);
+        assert!(o.unknown.is_empty());
+    }
+
+    #[test]
+    fn unknown_options_are_reported_not_fatal() {
+        let o = parse(&["lowerdir=/a,frobnicate,nodev".into()]).unwrap();
+        assert_eq!(o.unknown, vec!["frobnicate"]);
+        assert!(o.nodev);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(parse(&["lowerdir=".into()]).is_err());
+        assert!(parse(&["timeout=abc".into()]).is_err());
+    }
+
+    #[test]
+    fn escaped_colons_and_empty_lowers() {
+        assert_eq!(split_lowers(r"/a\:b:/c"), vec!["/a:b", "/c"]);
+        assert_eq!(split_lowers("/a::/b"), vec!["/a", "", "/b"]);
+        assert_eq!(split_lowers(":/a"), vec!["", "/a"]);
+    }
+}

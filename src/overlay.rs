@@ -1,0 +1,227 @@
+//! The overlay filesystem as a whole: the layers, the inode table, the fd
+//! cache and the work dir, and how an inode's real objects are reached.
+//!
+//! The operations live in their own modules (`lookup`, `dirmerge`, `copyup`,
+//! `namespace`, `attr`, `fileio`), each an `impl Overlay` block.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::OpResult;
+use crate::fdcache::FdCache;
+use crate::format::XattrNamespace;
+use crate::handles::Handles;
+use crate::inode::{Inode, InodeTable, Layers, ROOT_INO, RealRef};
+use crate::layer::{LayerId, LayerStack, UPPER};
+use crate::sys::{self, Errno, Stat};
+use crate::workdir::{Capabilities, WorkDir};
+
+/// Settings of a mount that the filesystem itself needs.
+#[derive(Clone, Debug)]
+pub struct OverlayOptions {
+    /// How many `O_PATH` fds to keep open for reuse.
+    pub fd_cache_capacity: usize,
+    /// How long the kernel may cache names and attributes.
+    pub cache_ttl: Duration,
+    /// Skip fsync (the `volatile` / `fsync=0` options).
+    pub no_sync: bool,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        OverlayOptions {
+            fd_cache_capacity: 4096,
+            cache_ttl: Duration::from_secs(1),
+            no_sync: false,
+        }
+    }
+}
+
+pub struct Overlay {
+    pub(crate) layers: LayerStack,
+    pub(crate) inodes: InodeTable,
+    pub(crate) fds: FdCache,
+    pub(crate) work: Option<WorkDir>,
+    pub(crate) caps: Capabilities,
+    pub(crate) handles: Handles,
+    pub options: OverlayOptions,
+}
+
+/// Attributes as the mount reports them.
+#[derive(Clone, Copy, Debug)]
+pub struct Attr {
+    pub ino: u64,
+    pub stat: Stat,
+}
+
+impl Overlay {
+    pub fn new(
+        layers: LayerStack,
+        work: Option<WorkDir>,
+        options: OverlayOptions,
+    ) -> OpResult<Overlay> {
+        let caps = match &work {
+            Some(work) => work.probe(),
+            None => Capabilities {
+                chardev_whiteouts: false,
+                rename_whiteout: false,
+                xattr_namespace: None,
+            },
+        };
+        tracing::info!(?caps, "upper filesystem capabilities");
+        let overlay = Overlay {
+            layers,
+            inodes: InodeTable::new(),
+            fds: FdCache::new(options.fd_cache_capacity),
+            work,
+            caps,
+            handles: Handles::default(),
+            options,
+        };
+        let root = overlay.make_root()?;
+        overlay.inodes.insert_root(root);
+        Ok(overlay)
+    }
+
+    fn make_root(&self) -> OpResult<Arc<Inode>> {
+        let root_ref = |layer: LayerId| -> OpResult<RealRef> {
+            let st = sys::fstat(self.layers.get(layer).root())?;
+            Ok(RealRef {
+                layer,
+                real_ino: st.st_ino,
+                parent: None,
+                name: Arc::from(OsStr::new("")),
+            })
+        };
+        let upper = match self.layers.upper() {
+            Some(_) => Some(root_ref(UPPER)?),
+            None => None,
+        };
+        let mut lowers = Vec::new();
+        for layer in self.layers.lowers() {
+            lowers.push(root_ref(layer.id)?);
+        }
+        Ok(Arc::new(Inode::new(
+            ROOT_INO,
+            sys::FileType::Directory,
+            Layers { upper, lowers },
+        )))
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.work.is_none()
+    }
+
+    pub(crate) fn writable(&self) -> OpResult<&WorkDir> {
+        self.work.as_ref().ok_or(Errno::ROFS)
+    }
+
+    pub(crate) fn xattr_ns(&self) -> Option<XattrNamespace> {
+        self.caps.xattr_namespace
+    }
+
+    /// The inode the kernel knows by `ino`.
+    pub fn inode(&self, ino: u64) -> OpResult<Arc<Inode>> {
+        self.inodes.get(ino).ok_or(Errno::STALE)
+    }
+
+    /// An `O_PATH` fd for a real object, from the cache or by opening it by
+    /// name from its parent (itself found the same way). Iterative, so a
+    /// deep tree cannot exhaust the stack.
+    pub fn real_fd(&self, target: &RealRef) -> OpResult<Arc<OwnedFd>> {
+        if target.parent.is_none() {
+            return self.layer_root_fd(target.layer);
+        }
+        if let Some(fd) = self.fds.get(target.layer, target.real_ino) {
+            return Ok(fd);
+        }
+        // Walk up to the nearest ancestor whose fd is at hand.
+        let mut chain = vec![target.clone()];
+        let mut base = loop {
+            let current = chain.last().ok_or(Errno::STALE)?;
+            let Some(parent) = &current.parent else {
+                break self.layer_root_fd(current.layer)?;
+            };
+            let parent_ref = parent.in_layer(current.layer).ok_or(Errno::STALE)?;
+            if parent_ref.parent.is_none() {
+                break self.layer_root_fd(parent_ref.layer)?;
+            }
+            if let Some(fd) = self.fds.get(parent_ref.layer, parent_ref.real_ino) {
+                break fd;
+            }
+            chain.push(parent_ref);
+        };
+        while let Some(step) = chain.pop() {
+            let fd = sys::open_path(base.as_fd(), &step.name)?;
+            let st = sys::fstat(fd.as_fd())?;
+            if st.st_ino != step.real_ino {
+                // The layer changed behind the mount's back.
+                return Err(Errno::STALE);
+            }
+            let fd = Arc::new(fd);
+            self.fds.insert(step.layer, step.real_ino, fd.clone());
+            base = fd;
+        }
+        Ok(base)
+    }
+
+    fn layer_root_fd(&self, layer: LayerId) -> OpResult<Arc<OwnedFd>> {
+        // Roots are few and always open; hand out a cached duplicate.
+        let real_ino = u64::MAX - u64::from(layer);
+        if let Some(fd) = self.fds.get(layer, real_ino) {
+            return Ok(fd);
+        }
+        let dup = self
+            .layers
+            .get(layer)
+            .root()
+            .try_clone_to_owned()
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        let fd = Arc::new(dup);
+        self.fds.insert(layer, real_ino, fd.clone());
+        Ok(fd)
+    }
+
+    pub fn stat_ref(&self, r: &RealRef) -> OpResult<Stat> {
+        let fd = self.real_fd(r)?;
+        sys::fstat(fd.as_fd())
+    }
+
+    /// Attributes of an inode, from the object that answers reads.
+    pub fn attr_of(&self, inode: &Inode) -> OpResult<Attr> {
+        let layers = inode.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        let stat = self.stat_ref(top)?;
+        Ok(self.attr_from(inode.ino, stat, &layers))
+    }
+
+    pub(crate) fn attr_from(&self, ino: u64, mut stat: Stat, layers: &Layers) -> Attr {
+        let merged_dir = sys::file_type(&stat) == sys::FileType::Directory
+            && !layers.lowers.is_empty()
+            && (layers.upper.is_some() || layers.lowers.len() > 1);
+        if merged_dir {
+            // As the kernel does: the count of a merged dir is unknown.
+            stat.st_nlink = 1;
+        }
+        Attr { ino, stat }
+    }
+
+    /// The kernel dropped references to an inode.
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.inodes.forget(ino, count);
+    }
+
+    pub fn known_inodes(&self) -> usize {
+        self.inodes.known_count()
+    }
+
+    pub fn statfs(&self) -> OpResult<sys::StatVfs> {
+        let layer = match self.layers.upper() {
+            Some(upper) => upper.id,
+            None => self.layers.lowers()[0].id,
+        };
+        sys::fstatvfs(self.layers.get(layer).root())
+    }
+}

@@ -1,0 +1,547 @@
+//! Safe wrappers over the system calls cowfs makes on layer objects.
+//!
+//! Every path given here is a single name relative to a directory fd, opened
+//! with `O_NOFOLLOW`: nothing in this module resolves a multi-component path
+//! inside a layer, so a symlink planted in a layer can never lead outside it.
+//! Objects are held as `O_PATH` fds; calls that do not accept an `O_PATH` fd
+//! (xattrs, reopening for I/O) go through `/proc/self/fd/N`, which names the
+//! object the fd already refers to and so cannot be redirected by a layer.
+//!
+//! This is the only module with `unsafe`; each use says why it is sound.
+
+use std::ffi::{CStr, OsStr};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+pub use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
+};
+pub use rustix::io::Errno;
+
+pub type SysResult<T> = Result<T, Errno>;
+
+const CWD: BorrowedFd<'static> = rustix::fs::CWD;
+
+/// `/proc/self/fd/N` for an fd of ours: a name for the object itself.
+fn proc_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens `name` in `dir` as an `O_PATH` handle, never following a symlink.
+pub fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens a directory given by an absolute path (a layer root) as `O_PATH`.
+pub fn open_root(path: &std::path::Path) -> SysResult<OwnedFd> {
+    rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// lstat of `name` in `dir`; `None` when it does not exist.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
+    rustix::fs::fstat(fd)
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<StatVfs> {
+    rustix::fs::fstatvfs(fd)
+}
+
+/// Opens the object behind an `O_PATH` fd for I/O. Only regular files and
+/// directories are ever reopened this way.
+pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> SysResult<OwnedFd> {
+    let flags = (flags | OFlags::CLOEXEC) & !(OFlags::NOFOLLOW | OFlags::CREATE | OFlags::EXCL);
+    rustix::fs::openat(CWD, proc_path(fd), flags, Mode::empty())
+}
+
+/// Opens a directory (given as an `O_PATH` fd) for reading its entries.
+pub fn open_dir_for_listing(dir: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Creates and opens a new regular file in `dir`.
+pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags, mode: u32) -> SysResult<OwnedFd> {
+    let flags = (flags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC)
+        & !OFlags::TRUNC;
+    rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))
+}
+
+/// Calls `each(name, d_type, d_ino)` for every entry of a directory opened for
+/// listing, `.` and `..` included.
+pub fn for_each_dir_entry(
+    dir: BorrowedFd<'_>,
+    mut each: impl FnMut(&CStr, FileType, u64),
+) -> SysResult<()> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut iter = rustix::fs::RawDir::new(dir, &mut buf);
+    while let Some(entry) = iter.next() {
+        let entry = entry?;
+        each(entry.file_name(), entry.file_type(), entry.ino());
+    }
+    Ok(())
+}
+
+fn xattr_result<T>(r: SysResult<T>) -> SysResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::NODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a whole xattr value; `None` when absent.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>> {
+    let path = proc_path(fd);
+    loop {
+        let Some(size) = xattr_result(rustix::fs::getxattr_query(path.as_str(), name))? else {
+            return Ok(None);
+        };
+        let mut value = vec![0u8; size];
+        match xattr_result(rustix::fs::getxattr(path.as_str(), name, &mut value[..])) {
+            Ok(Some(len)) => {
+                value.truncate(len);
+                return Ok(Some(value));
+            }
+            Ok(None) => return Ok(None),
+            // The value grew between the two calls: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the xattr is set with a first byte equal to `flag`.
+pub fn xattr_first_byte(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<u8>> {
+    let mut byte = [0u8; 1];
+    match rustix::fs::getxattr(proc_path(fd).as_str(), name, &mut byte[..]) {
+        Ok(0) => Ok(Some(0)),
+        Ok(_) => Ok(Some(byte[0])),
+        Err(Errno::RANGE) => {
+            // Longer than one byte: read it whole, only the first byte counts.
+            Ok(get_xattr(fd, name)?.and_then(|v| v.first().copied()))
+        }
+        Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as _);
+    rustix::fs::setxattr(proc_path(fd).as_str(), name, value, flags)
+}
+
+pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    let path = proc_path(fd);
+    loop {
+        let size = rustix::fs::listxattr_query(path.as_str())?;
+        let mut list = vec![0u8; size];
+        match rustix::fs::listxattr(path.as_str(), &mut list[..]) {
+            Ok(len) => {
+                list.truncate(len);
+                return Ok(list);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::removexattr(proc_path(fd).as_str(), name)
+}
+
+/// chmod of the object itself (symlinks have no mode to change on Linux).
+pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    rustix::fs::chmodat(CWD, proc_path(fd), Mode::from_raw_mode(mode), AtFlags::empty())
+}
+
+/// chown of the object itself, never of a symlink's target.
+pub fn chown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> SysResult<()> {
+    rustix::fs::chownat(
+        fd,
+        c"",
+        uid.map(rustix::fs::Uid::from_raw),
+        gid.map(rustix::fs::Gid::from_raw),
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )
+}
+
+/// Sets atime and mtime of the object itself; `UTIME_NOW`/`UTIME_OMIT` allowed.
+pub fn set_times(fd: BorrowedFd<'_>, times: &Timestamps) -> SysResult<()> {
+    rustix::fs::utimensat(
+        fd,
+        c"",
+        times,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )
+}
+
+pub const UTIME_NOW: i64 = rustix::fs::UTIME_NOW as i64;
+pub const UTIME_OMIT: i64 = rustix::fs::UTIME_OMIT as i64;
+
+pub fn readlink(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(fd, c"", Vec::new())?.into_bytes())
+}
+
+pub fn mkdir(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))
+}
+
+pub fn symlink(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::symlinkat(target, dir, name)
+}
+
+/// mknod of a fifo, socket or device; `file_type` from the mode's S_IFMT bits.
+pub fn mknod(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
+    let file_type = FileType::from_raw_mode(mode);
+    rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(mode & 0o7777), rdev)
+}
+
+/// The kernel overlayfs whiteout: a character device with number 0/0.
+pub fn mknod_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0)
+}
+
+pub fn rename(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+    flags: RenameFlags,
+) -> SysResult<()> {
+    rustix::fs::renameat_with(old_dir, old, new_dir, new, flags)
+}
+
+/// Gives the object behind `fd` one more name. Through `/proc` so that it also
+/// works without CAP_DAC_READ_SEARCH (which `AT_EMPTY_PATH` needs).
+pub fn link_fd(fd: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &OsStr) -> SysResult<()> {
+    rustix::fs::linkat(CWD, proc_path(fd), new_dir, new, AtFlags::SYMLINK_FOLLOW)
+}
+
+pub fn unlink(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::empty())
+}
+
+pub fn rmdir(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// Removes `name` in `dir` and, for a directory, everything below it, without
+/// following symlinks. Used only inside the work dir.
+pub fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    let Some(st) = stat_at(dir, name)? else {
+        return Ok(());
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return unlink(dir, name);
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut children = Vec::new();
+    for_each_dir_entry(sub.as_fd(), |child, _, _| {
+        let bytes = child.to_bytes();
+        if bytes != b"." && bytes != b".." {
+            children.push(OsStr::from_bytes(bytes).to_os_string());
+        }
+    })?;
+    for child in children {
+        remove_tree(sub.as_fd(), &child)?;
+    }
+    rmdir(dir, name)
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+    rustix::io::pread(fd, buf, offset)
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
+    rustix::io::pwrite(fd, buf, offset)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    rustix::fs::ftruncate(fd, size)
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> SysResult<()> {
+    if data_only {
+        rustix::fs::fdatasync(fd)
+    } else {
+        rustix::fs::fsync(fd)
+    }
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+    let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
+    rustix::fs::fallocate(fd, flags, offset, len)
+}
+
+pub fn seek(fd: BorrowedFd<'_>, pos: SeekFrom) -> SysResult<u64> {
+    rustix::fs::seek(fd, pos)
+}
+
+pub fn copy_file_range(
+    from: BorrowedFd<'_>,
+    from_offset: u64,
+    to: BorrowedFd<'_>,
+    to_offset: u64,
+    len: usize,
+) -> SysResult<usize> {
+    let (mut from_offset, mut to_offset) = (from_offset, to_offset);
+    rustix::fs::copy_file_range(from, Some(&mut from_offset), to, Some(&mut to_offset), len)
+}
+
+/// Takes an exclusive advisory lock without waiting.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> SysResult<()> {
+    rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+}
+
+/// Copies all data of `from` into the empty file `to`, sharing blocks when the
+/// filesystem can (FICLONE) and never writing the holes of a sparse source.
+pub fn copy_file_data(from: BorrowedFd<'_>, to: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    if rustix::fs::ioctl_ficlone(to, from).is_ok() {
+        return Ok(());
+    }
+    let mut offset = 0u64;
+    while offset < size {
+        let data_start = match seek(from, SeekFrom::Data(offset)) {
+            Ok(pos) => pos,
+            Err(Errno::NXIO) => break, // only a hole remains
+            Err(Errno::INVAL) => offset, // no SEEK_DATA support: copy everything
+            Err(e) => return Err(e),
+        };
+        let data_end = match seek(from, SeekFrom::Hole(data_start)) {
+            Ok(pos) => pos.min(size),
+            Err(_) => size,
+        };
+        copy_range(from, to, data_start, data_end)?;
+        offset = data_end;
+    }
+    // The tail may be a hole; the size must still be right.
+    ftruncate(to, size)
+}
+
+fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) -> SysResult<()> {
+    let mut pos = start;
+    while pos < end {
+        let chunk = (end - pos).min(1 << 30) as usize;
+        match copy_file_range(from, pos, to, pos, chunk) {
+            Ok(0) => break, // source shrank under us
+            Ok(n) => pos += n as u64,
+            Err(Errno::XDEV) | Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => {
+                return copy_range_by_hand(from, to, pos, end);
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_by_hand(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) -> SysResult<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = start;
+    while pos < end {
+        let want = ((end - pos) as usize).min(buf.len());
+        let n = pread(from, &mut buf[..want], pos)?;
+        if n == 0 {
+            break;
+        }
+        let mut written = 0;
+        while written < n {
+            written += pwrite(to, &buf[written..n], pos + written as u64)?;
+        }
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Device number parts, for reporting `rdev` to FUSE.
+pub fn dev_major(dev: u64) -> u32 {
+    rustix::fs::major(dev)
+}
+
+pub fn dev_minor(dev: u64) -> u32 {
+    rustix::fs::minor(dev)
+}
+
+pub fn make_dev(major: u32, minor: u32) -> u64 {
+    rustix::fs::makedev(major, minor)
+}
+
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Raises the soft open-file limit to the hard one; cowfs budgets its fds
+/// itself, this only gives the budget room.
+pub fn raise_fd_limit() -> u64 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let target = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, target);
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20)
+}
+
+/// Who a fork returned to.
+pub enum Forked {
+    Parent { child: i32 },
+    Child,
+}
+
+/// Forks the process. Must be called while the process has one thread only.
+pub fn fork_single_threaded() -> SysResult<Forked> {
+    // SAFETY: the caller guarantees the process is single-threaded (no other
+    // thread can hold a lock the child would inherit), and the child only goes
+    // on to run ordinary Rust code of this program.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))),
+        0 => Ok(Forked::Child),
+        child => Ok(Forked::Parent { child }),
+    }
+}
+
+pub fn setsid() {
+    let _ = rustix::process::setsid();
+}
+
+/// Points stdin, stdout and stderr at /dev/null, so a parent waiting for our
+/// stdio to close (podman does) sees it close.
+pub fn detach_stdio() -> SysResult<()> {
+    let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(&null)?;
+    rustix::stdio::dup2_stderr(&null)?;
+    Ok(())
+}
+
+/// Lazily detaches the mount at `path` (root only).
+pub fn unmount(path: &std::path::Path, lazy: bool) -> SysResult<()> {
+    let flags = if lazy {
+        rustix::mount::UnmountFlags::DETACH
+    } else {
+        rustix::mount::UnmountFlags::empty()
+    };
+    rustix::mount::unmount(path, flags)
+}
+
+/// A pipe with both ends close-on-exec.
+pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+}
+
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> SysResult<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn read_to_end(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Mode bits of `st` as a FileType.
+pub fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+pub fn as_fd(fd: &OwnedFd) -> BorrowedFd<'_> {
+    fd.as_fd()
+}
+
+/// Kernel mount flags for a FUSE mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountFlags {
+    pub read_only: bool,
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+/// Opens /dev/fuse and mounts it at `mountpoint` as type `fuse.<subtype>`.
+/// Needs CAP_SYS_ADMIN; `Err(PERM)` tells the caller to use fusermount3.
+pub fn fuse_mount(
+    mountpoint: &std::path::Path,
+    source: &str,
+    subtype: &str,
+    flags: MountFlags,
+    options: &str,
+) -> SysResult<OwnedFd> {
+    use rustix::mount::MountFlags as Ms;
+    let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let root = rustix::fs::stat(mountpoint)?;
+    let data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={}{}{}",
+        dev.as_raw_fd(),
+        root.st_mode & libc::S_IFMT,
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+        if options.is_empty() { "" } else { "," },
+        options
+    );
+    let mut ms = Ms::empty();
+    for (on, flag) in [
+        (flags.read_only, Ms::RDONLY),
+        (flags.nodev, Ms::NODEV),
+        (flags.nosuid, Ms::NOSUID),
+        (flags.noexec, Ms::NOEXEC),
+        (flags.noatime, Ms::NOATIME),
+    ] {
+        if on {
+            ms |= flag;
+        }
+    }
+    let fstype = format!("fuse.{subtype}");
+    let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
+    rustix::mount::mount(source, mountpoint, fstype.as_str(), ms, Some(data.as_c_str()))?;
+    Ok(dev)
+}

@@ -1,0 +1,149 @@
+//! The work dir: where copy-ups, whiteouts and new objects are built before
+//! an atomic rename puts them in place. Its `work` subdir is the kernel's
+//! name for the same thing, emptied at every mount, so whatever a crash left
+//! behind never becomes visible.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::SetupError;
+use crate::format::XattrNamespace;
+use crate::sys::{self, Errno};
+
+/// The entries a work dir may hold: what cowfs and kernel overlayfs create.
+pub const OWN_ENTRIES: [&str; 2] = ["work", "index"];
+const WORK_SUBDIR: &str = "work";
+
+/// How this upper filesystem lets us record whiteouts and opaque dirs,
+/// found by trying at mount time.
+#[derive(Clone, Copy, Debug)]
+pub struct Capabilities {
+    /// 0/0 char devices can be made (else `.wh.NAME` files are written).
+    pub chardev_whiteouts: bool,
+    /// `renameat2(RENAME_WHITEOUT)` works.
+    pub rename_whiteout: bool,
+    /// Where overlay xattrs go; `None` when neither namespace can be set.
+    pub xattr_namespace: Option<XattrNamespace>,
+}
+
+pub struct WorkDir {
+    path: PathBuf,
+    work: OwnedFd,
+    /// Held open for the flock that keeps a second mount off this work dir.
+    _lock: OwnedFd,
+    next_temp: AtomicU64,
+}
+
+impl WorkDir {
+    /// Creates `<workdir>/work` if needed, takes the work dir's lock, and
+    /// empties `work` of what an earlier mount left.
+    pub fn prepare(workdir: &Path) -> Result<WorkDir, SetupError> {
+        let root = sys::open_root(workdir).map_err(|e| SetupError::io("work dir", workdir, e))?;
+        let lock = sys::reopen(root.as_fd(), sys::OFlags::RDONLY | sys::OFlags::DIRECTORY)
+            .map_err(|e| SetupError::io("work dir", workdir, e))?;
+        if sys::try_lock_exclusive(lock.as_fd()).is_err() {
+            return Err(SetupError::WorkDirInUse {
+                path: workdir.to_path_buf(),
+            });
+        }
+        let work_path = workdir.join(WORK_SUBDIR);
+        match sys::mkdir(root.as_fd(), OsStr::new(WORK_SUBDIR), 0o700) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(SetupError::io("work dir", &work_path, e)),
+        }
+        let work = sys::open_path(root.as_fd(), OsStr::new(WORK_SUBDIR))
+            .map_err(|e| SetupError::io("work dir", &work_path, e))?;
+        let st = sys::fstat(work.as_fd()).map_err(|e| SetupError::io("work dir", &work_path, e))?;
+        if sys::file_type(&st) != sys::FileType::Directory {
+            return Err(SetupError::NotADirectory {
+                what: "work dir",
+                path: work_path,
+            });
+        }
+        let dir = WorkDir {
+            path: work_path,
+            work,
+            _lock: lock,
+            next_temp: AtomicU64::new(1),
+        };
+        dir.clean().map_err(|e| SetupError::io("cleaning work dir", &dir.path, e))?;
+        Ok(dir)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.work.as_fd()
+    }
+
+    /// A fresh name for a temporary object in the work dir.
+    pub fn temp_name(&self) -> OsString {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("#cowfs-{}-{n:x}", std::process::id()))
+    }
+
+    /// Removes a temporary object (and, for a dir, what it holds).
+    pub fn remove(&self, name: &OsStr) {
+        if let Err(e) = sys::remove_tree(self.fd(), name) {
+            tracing::warn!(?name, %e, "could not remove work dir leftover");
+        }
+    }
+
+    fn clean(&self) -> Result<(), Errno> {
+        let listing = sys::open_dir_for_listing(self.fd())?;
+        let mut leftovers = Vec::new();
+        sys::for_each_dir_entry(listing.as_fd(), |name, _, _| {
+            let bytes = name.to_bytes();
+            if bytes != b"." && bytes != b".." {
+                leftovers.push(OsStr::from_bytes(bytes).to_os_string());
+            }
+        })?;
+        for name in leftovers {
+            tracing::info!(?name, "removing leftover from an earlier mount");
+            sys::remove_tree(self.fd(), &name)?;
+        }
+        Ok(())
+    }
+
+    /// Tries what the upper filesystem supports, in the work dir.
+    pub fn probe(&self) -> Capabilities {
+        let name = self.temp_name();
+        let chardev_whiteouts = sys::mknod_whiteout(self.fd(), &name).is_ok();
+        let _ = sys::unlink(self.fd(), &name);
+
+        let rename_whiteout = (|| -> Result<bool, Errno> {
+            let from = self.temp_name();
+            let to = self.temp_name();
+            drop(sys::create_file(self.fd(), &from, sys::OFlags::WRONLY, 0o600)?);
+            let ok = sys::rename(self.fd(), &from, self.fd(), &to, sys::RenameFlags::WHITEOUT).is_ok();
+            let _ = sys::unlink(self.fd(), &from);
+            let _ = sys::unlink(self.fd(), &to);
+            Ok(ok)
+        })()
+        .unwrap_or(false);
+
+        let xattr_namespace = (|| -> Result<Option<XattrNamespace>, Errno> {
+            let dir = self.temp_name();
+            sys::mkdir(self.fd(), &dir, 0o700)?;
+            let fd = sys::open_path(self.fd(), &dir)?;
+            let mut found = None;
+            for ns in [XattrNamespace::Trusted, XattrNamespace::User] {
+                if sys::set_xattr(fd.as_fd(), ns.opaque(), b"0", 0).is_ok() {
+                    found = Some(ns);
+                    break;
+                }
+            }
+            drop(fd);
+            let _ = sys::rmdir(self.fd(), &dir);
+            Ok(found)
+        })()
+        .unwrap_or(None);
+
+        Capabilities {
+            chardev_whiteouts,
+            rename_whiteout: rename_whiteout && chardev_whiteouts,
+            xattr_namespace,
+        }
+    }
+}
