@@ -35,21 +35,30 @@ impl Overlay {
         self.attr_of(inode)
     }
 
-    pub fn setattr(&self, inode: &Arc<Inode>, change: &SetAttr, open_fd: Option<&std::os::fd::OwnedFd>) -> OpResult<Attr> {
+    pub fn setattr(
+        &self,
+        inode: &Arc<Inode>,
+        change: &SetAttr,
+        open_fd: Option<&std::os::fd::OwnedFd>,
+    ) -> OpResult<Attr> {
         self.writable()?;
         let upper = self.copy_up(inode)?;
         let fd = self.real_fd(&upper)?;
         if change.uid.is_some() || change.gid.is_some() {
             sys::chown(fd.as_fd(), change.uid, change.gid)?;
         }
-        if let Some(mode) = change.mode {
-            if inode.kind != FileType::Symlink {
-                sys::chmod(fd.as_fd(), mode & 0o7777)?;
-            }
+        if let Some(mode) = change.mode
+            && inode.kind != FileType::Symlink
+        {
+            sys::chmod(fd.as_fd(), mode & 0o7777)?;
         }
         if let Some(size) = change.size {
             if inode.kind != FileType::RegularFile {
-                return Err(if inode.is_dir() { Errno::ISDIR } else { Errno::INVAL });
+                return Err(if inode.is_dir() {
+                    Errno::ISDIR
+                } else {
+                    Errno::INVAL
+                });
             }
             match open_fd {
                 Some(open) => sys::ftruncate(open.as_fd(), size)?,
@@ -113,7 +122,13 @@ impl Overlay {
         Ok(format::filter_xattr_list(&list))
     }
 
-    pub fn setxattr(&self, inode: &Arc<Inode>, name: &OsStr, value: &[u8], flags: i32) -> OpResult<()> {
+    pub fn setxattr(
+        &self,
+        inode: &Arc<Inode>,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> OpResult<()> {
         self.writable()?;
         if format::is_private_xattr(name) {
             return Err(Errno::PERM);

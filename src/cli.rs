@@ -36,9 +36,7 @@ pub enum Command {
     /// same filesystem; nothing of cowfs's own goes inside UPPER.
     Mount(MountArgs),
     /// Unmount a cowfs mount.
-    Umount {
-        mountpoint: PathBuf,
-    },
+    Umount { mountpoint: PathBuf },
 }
 
 #[derive(Args, Debug, Default)]
@@ -85,11 +83,16 @@ pub struct MountPlan {
 fn existing_dir(what: &str, path: &Path) -> anyhow::Result<PathBuf> {
     for component in path.components() {
         if component.as_os_str().len() > 255 {
-            bail!("{what} {}: a path component is longer than 255 bytes", path.display());
+            bail!(
+                "{what} {}: a path component is longer than 255 bytes",
+                path.display()
+            );
         }
     }
-    let canonical = std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))?;
-    let meta = std::fs::metadata(&canonical).with_context(|| format!("{what} {}", path.display()))?;
+    let canonical =
+        std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))?;
+    let meta =
+        std::fs::metadata(&canonical).with_context(|| format!("{what} {}", path.display()))?;
     if !meta.is_dir() {
         bail!("{what} {} is not a directory", path.display());
     }
@@ -103,12 +106,18 @@ fn within(inner: &Path, outer: &Path) -> bool {
 
 /// Where the work dir goes when none is given: beside the upper dir.
 pub fn default_workdir(upper: &Path) -> anyhow::Result<PathBuf> {
-    let name = upper
-        .file_name()
-        .ok_or_else(|| anyhow!("upper dir {} has no parent to hold a work dir; give --workdir", upper.display()))?;
-    let parent = upper
-        .parent()
-        .ok_or_else(|| anyhow!("upper dir {} has no parent; give --workdir", upper.display()))?;
+    let name = upper.file_name().ok_or_else(|| {
+        anyhow!(
+            "upper dir {} has no parent to hold a work dir; give --workdir",
+            upper.display()
+        )
+    })?;
+    let parent = upper.parent().ok_or_else(|| {
+        anyhow!(
+            "upper dir {} has no parent; give --workdir",
+            upper.display()
+        )
+    })?;
     let mut dir_name = OsString::from(".");
     dir_name.push(name);
     dir_name.push(".cowfs-work");
@@ -123,20 +132,29 @@ impl MountArgs {
         let (lower_spec, upper, mountpoint) = if let Some(lowerdir) = options.lowerdir.clone() {
             // fuse-overlayfs / mount.fuse3 form: an optional source, then the mount point.
             if paths.is_empty() || paths.len() > 2 {
-                bail!("with -o lowerdir=..., give exactly one MOUNTPOINT (optionally after a SOURCE)");
+                bail!(
+                    "with -o lowerdir=..., give exactly one MOUNTPOINT (optionally after a SOURCE)"
+                );
             }
             let mountpoint = PathBuf::from(paths.pop().cloned().unwrap_or_default());
             (lowerdir, options.upperdir.clone(), mountpoint)
         } else {
             match paths.as_slice() {
-                [lowers, mountpoint] => (lowers.to_string_lossy().into_owned(), None, PathBuf::from(mountpoint)),
+                [lowers, mountpoint] => (
+                    lowers.to_string_lossy().into_owned(),
+                    None,
+                    PathBuf::from(mountpoint),
+                ),
                 [lowers, upper, mountpoint] => (
                     lowers.to_string_lossy().into_owned(),
                     Some(PathBuf::from(upper)),
                     PathBuf::from(mountpoint),
                 ),
                 [] => bail!("no layers given: cowfs mount LOWER[:LOWER...] [UPPER] MOUNTPOINT"),
-                _ => bail!("expected LOWER[:LOWER...] [UPPER] MOUNTPOINT, got {} paths", paths.len()),
+                _ => bail!(
+                    "expected LOWER[:LOWER...] [UPPER] MOUNTPOINT, got {} paths",
+                    paths.len()
+                ),
             }
         };
         if options.lowerdir.is_some() && self.workdir.is_some() {
@@ -147,7 +165,10 @@ impl MountArgs {
         let mut lowers = Vec::new();
         for (i, lower) in options::split_lowers(&lower_spec).iter().enumerate() {
             if lower.is_empty() {
-                bail!("lower dir list '{lower_spec}' has an empty entry (position {})", i + 1);
+                bail!(
+                    "lower dir list '{lower_spec}' has an empty entry (position {})",
+                    i + 1
+                );
             }
             lowers.push(existing_dir("lower dir", Path::new(lower))?);
         }
@@ -179,10 +200,18 @@ impl MountArgs {
         if let Some(upper) = &upper {
             for lower in &lowers {
                 if within(upper, lower) {
-                    bail!("upper dir {} is inside lower dir {}", upper.display(), lower.display());
+                    bail!(
+                        "upper dir {} is inside lower dir {}",
+                        upper.display(),
+                        lower.display()
+                    );
                 }
                 if within(lower, upper) {
-                    bail!("lower dir {} is inside upper dir {}", lower.display(), upper.display());
+                    bail!(
+                        "lower dir {} is inside upper dir {}",
+                        lower.display(),
+                        upper.display()
+                    );
                 }
             }
             if within(&mountpoint, upper) || within(upper, &mountpoint) {
@@ -205,25 +234,43 @@ impl MountArgs {
                         );
                     }
                     match std::fs::symlink_metadata(&dir) {
-                        Ok(meta) if !meta.is_dir() => bail!("work dir {} is not a directory", dir.display()),
+                        Ok(meta) if !meta.is_dir() => {
+                            bail!("work dir {} is not a directory", dir.display())
+                        }
                         Ok(_) => (dir, false),
                         Err(_) => (dir, true),
                     }
                 }
             };
             if within(&dir, upper) {
-                bail!("work dir {} is inside upper dir {}", dir.display(), upper.display());
+                bail!(
+                    "work dir {} is inside upper dir {}",
+                    dir.display(),
+                    upper.display()
+                );
             }
             if within(upper, &dir) {
-                bail!("upper dir {} is inside work dir {}", upper.display(), dir.display());
+                bail!(
+                    "upper dir {} is inside work dir {}",
+                    upper.display(),
+                    dir.display()
+                );
             }
             for lower in &lowers {
                 if within(&dir, lower) || within(lower, &dir) {
-                    bail!("work dir {} and lower dir {} overlap", dir.display(), lower.display());
+                    bail!(
+                        "work dir {} and lower dir {} overlap",
+                        dir.display(),
+                        lower.display()
+                    );
                 }
             }
             if within(&dir, &mountpoint) || within(&mountpoint, &dir) {
-                bail!("work dir {} and mount point {} overlap", dir.display(), mountpoint.display());
+                bail!(
+                    "work dir {} and mount point {} overlap",
+                    dir.display(),
+                    mountpoint.display()
+                );
             }
             if !is_default {
                 if std::fs::metadata(&dir)?.dev() != upper_dev {

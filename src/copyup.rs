@@ -48,7 +48,13 @@ impl Overlay {
             if inode.is_unlinked() {
                 Err(Errno::NOENT)
             } else {
-                sys::rename(work.fd(), &temp, parent_fd.as_fd(), &source.name, sys::RenameFlags::NOREPLACE)
+                sys::rename(
+                    work.fd(),
+                    &temp,
+                    parent_fd.as_fd(),
+                    &source.name,
+                    sys::RenameFlags::NOREPLACE,
+                )
             }
         };
         match placed {
@@ -77,7 +83,13 @@ impl Overlay {
 
     /// Makes a copy of the object `source` (stat `st`) named `temp` in the
     /// work dir, with all its metadata.
-    fn build_copy(&self, work: &WorkDir, temp: &OsStr, source: BorrowedFd<'_>, st: &Stat) -> OpResult<()> {
+    fn build_copy(
+        &self,
+        work: &WorkDir,
+        temp: &OsStr,
+        source: BorrowedFd<'_>,
+        st: &Stat,
+    ) -> OpResult<()> {
         let kind = sys::file_type(st);
         match kind {
             FileType::RegularFile => {
@@ -88,21 +100,30 @@ impl Overlay {
             FileType::Directory => sys::mkdir(work.fd(), temp, 0o700)?,
             FileType::Symlink => {
                 let target = sys::readlink(source)?;
-                sys::symlink(std::os::unix::ffi::OsStrExt::from_bytes(&target[..]), work.fd(), temp)?;
+                sys::symlink(
+                    std::os::unix::ffi::OsStrExt::from_bytes(&target[..]),
+                    work.fd(),
+                    temp,
+                )?;
             }
-            _ => sys::mknod(work.fd(), temp, (st.st_mode & libc::S_IFMT) | 0o600, st.st_rdev)?,
+            _ => sys::mknod(
+                work.fd(),
+                temp,
+                (st.st_mode & libc::S_IFMT) | 0o600,
+                st.st_rdev,
+            )?,
         }
         let copy = sys::open_path(work.fd(), temp)?;
         // Data first: writing data clears security.capability.
         self.copy_xattrs(source, copy.as_fd())?;
         let hard_linked = kind != FileType::Directory && st.st_nlink > 1;
-        if let Some(ns) = self.xattr_ns() {
-            if !hard_linked {
-                // "Copied up, origin unknown": the copy keeps its lower inode
-                // number. Hard-linked files are left without, as the kernel
-                // does without an index, so the other names keep theirs.
-                sys::set_xattr(copy.as_fd(), ns.origin(), b"", 0)?;
-            }
+        if let Some(ns) = self.xattr_ns()
+            && !hard_linked
+        {
+            // "Copied up, origin unknown": the copy keeps its lower inode
+            // number. Hard-linked files are left without, as the kernel
+            // does without an index, so the other names keep theirs.
+            sys::set_xattr(copy.as_fd(), ns.origin(), b"", 0)?;
         }
         sys::chown(copy.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
         if kind != FileType::Symlink {

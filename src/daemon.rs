@@ -27,10 +27,10 @@ pub struct RunSettings {
 /// or, in the parent of a daemon, once the mount is live.
 pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     let fd_budget = sys::raise_fd_limit();
-    if plan.workdir_is_default {
-        if let Some(dir) = &plan.workdir {
-            std::fs::create_dir(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
-        }
+    if plan.workdir_is_default
+        && let Some(dir) = &plan.workdir
+    {
+        std::fs::create_dir(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
     }
     let layers = LayerStack::open(plan.upper.as_deref(), &plan.lowers)
         .map_err(|e| anyhow!("opening layers: {e}"))?;
@@ -39,7 +39,9 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         None => None,
     };
     let options = OverlayOptions {
-        fd_cache_capacity: usize::try_from(fd_budget / 2).unwrap_or(4096).clamp(256, 16384),
+        fd_cache_capacity: usize::try_from(fd_budget / 2)
+            .unwrap_or(4096)
+            .clamp(256, 16384),
         cache_ttl: plan
             .options
             .timeout
@@ -47,7 +49,9 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
             .unwrap_or(OverlayOptions::default().cache_ttl),
         no_sync: plan.options.no_sync,
     };
-    let overlay = Arc::new(Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?);
+    let overlay = Arc::new(
+        Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,
+    );
 
     if settings.foreground {
         let session = mount(&plan, overlay, settings.threads)?;
@@ -96,7 +100,8 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
 
 fn write_pid_file(path: Option<&Path>) -> anyhow::Result<()> {
     if let Some(path) = path {
-        let mut file = std::fs::File::create(path).with_context(|| format!("pid file {}", path.display()))?;
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("pid file {}", path.display()))?;
         writeln!(file, "{}", std::process::id())?;
     }
     Ok(())
@@ -158,8 +163,10 @@ fn serve(session: fuser::Session<fuse_adapter::CowFs>, mountpoint: &Path) -> any
 
 /// `cowfs umount`: unmounts a cowfs mount point.
 pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
-    let target = std::fs::canonicalize(mountpoint).with_context(|| format!("mount point {}", mountpoint.display()))?;
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let target = std::fs::canonicalize(mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let mounts =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let ours = mounts.lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let fstype = fields.iter().skip_while(|f| **f != "-").nth(1);
@@ -193,8 +200,14 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() + 0 && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {

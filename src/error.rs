@@ -27,7 +27,11 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: impl Into<std::io::Error>) -> Self {
+    pub fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: impl Into<std::io::Error>,
+    ) -> Self {
         SetupError::Io {
             what,
             path: path.into(),

@@ -17,8 +17,11 @@ use crate::layer::LayerId;
 
 const SHARDS: usize = 16;
 
+type Key = (LayerId, u64);
+type Shard = Mutex<LruCache<Key, Arc<OwnedFd>>>;
+
 pub struct FdCache {
-    shards: Vec<Mutex<LruCache<(LayerId, u64), Arc<OwnedFd>>>>,
+    shards: Vec<Shard>,
 }
 
 impl FdCache {
@@ -31,7 +34,7 @@ impl FdCache {
         }
     }
 
-    fn shard(&self, key: &(LayerId, u64)) -> &Mutex<LruCache<(LayerId, u64), Arc<OwnedFd>>> {
+    fn shard(&self, key: &Key) -> &Shard {
         let mix = key.1.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(key.0);
         &self.shards[(mix >> 59) as usize % SHARDS]
     }

@@ -36,7 +36,11 @@ impl Overlay {
     /// Opens a regular file; returns the handle number.
     pub fn open(&self, inode: &Arc<Inode>, flags: i32) -> OpResult<u64> {
         if inode.kind != FileType::RegularFile {
-            return Err(if inode.is_dir() { Errno::ISDIR } else { Errno::INVAL });
+            return Err(if inode.is_dir() {
+                Errno::ISDIR
+            } else {
+                Errno::INVAL
+            });
         }
         let writable = wants_write(flags);
         let source = if writable {
@@ -54,7 +58,13 @@ impl Overlay {
         Ok(self.register_file(inode.clone(), fd, source.is_upper(), writable))
     }
 
-    pub fn register_file(&self, inode: Arc<Inode>, fd: OwnedFd, on_upper: bool, writable: bool) -> u64 {
+    pub fn register_file(
+        &self,
+        inode: Arc<Inode>,
+        fd: OwnedFd,
+        on_upper: bool,
+        writable: bool,
+    ) -> u64 {
         self.handles.add_file(FileHandle {
             inode,
             fd: RwLock::new(Arc::new(fd)),
@@ -70,14 +80,14 @@ impl Overlay {
     /// The fd to read through: a lower fd is swapped for the upper copy as
     /// soon as there is one.
     fn read_fd(&self, handle: &FileHandle) -> OpResult<Arc<OwnedFd>> {
-        if !handle.on_upper.load(Ordering::Acquire) {
-            if let Some(upper) = handle.inode.upper() {
-                let path_fd = self.real_fd(&upper)?;
-                let fresh = Arc::new(sys::reopen(path_fd.as_fd(), OFlags::RDONLY)?);
-                *handle.fd.write() = fresh.clone();
-                handle.on_upper.store(true, Ordering::Release);
-                return Ok(fresh);
-            }
+        if !handle.on_upper.load(Ordering::Acquire)
+            && let Some(upper) = handle.inode.upper()
+        {
+            let path_fd = self.real_fd(&upper)?;
+            let fresh = Arc::new(sys::reopen(path_fd.as_fd(), OFlags::RDONLY)?);
+            *handle.fd.write() = fresh.clone();
+            handle.on_upper.store(true, Ordering::Release);
+            return Ok(fresh);
         }
         Ok(handle.fd())
     }
@@ -118,6 +128,15 @@ impl Overlay {
         Ok(written)
     }
 
+    /// Attributes through an open file, which works after its last name is gone.
+    pub fn getattr_open(&self, fh: u64) -> OpResult<crate::overlay::Attr> {
+        let handle = self.file(fh)?;
+        let fd = self.read_fd(&handle)?;
+        let stat = sys::fstat(fd.as_fd())?;
+        let layers = handle.inode.layers();
+        Ok(self.attr_from(handle.inode.ino, stat, &layers))
+    }
+
     pub fn release(&self, fh: u64) {
         self.handles.remove_file(fh);
     }
@@ -129,13 +148,15 @@ impl Overlay {
         let handle = self.file(fh)?;
         sys::fsync(handle.fd().as_fd(), data_only)?;
         // The copy-up that made the file is a rename in its dir: make it last too.
-        if let Some(upper) = handle.inode.upper() {
-            if let Some(parent) = &upper.parent {
-                if let Some(dir) = parent.upper() {
-                    let dir_fd = sys::reopen(self.real_fd(&dir)?.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
-                    sys::fsync(dir_fd.as_fd(), false)?;
-                }
-            }
+        if let Some(upper) = handle.inode.upper()
+            && let Some(parent) = &upper.parent
+            && let Some(dir) = parent.upper()
+        {
+            let dir_fd = sys::reopen(
+                self.real_fd(&dir)?.as_fd(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+            )?;
+            sys::fsync(dir_fd.as_fd(), false)?;
         }
         Ok(())
     }
@@ -145,7 +166,10 @@ impl Overlay {
             return Ok(());
         }
         if let Some(upper) = inode.upper() {
-            let fd = sys::reopen(self.real_fd(&upper)?.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+            let fd = sys::reopen(
+                self.real_fd(&upper)?.as_fd(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+            )?;
             sys::fsync(fd.as_fd(), data_only)?;
         }
         Ok(())
@@ -173,7 +197,14 @@ impl Overlay {
         Ok(sys::seek(fd.as_fd(), pos)? as i64)
     }
 
-    pub fn copy_file_range(&self, fh_in: u64, offset_in: u64, fh_out: u64, offset_out: u64, len: u64) -> OpResult<usize> {
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> OpResult<usize> {
         let input = self.file(fh_in)?;
         let output = self.file(fh_out)?;
         if !output.writable {
@@ -181,7 +212,13 @@ impl Overlay {
         }
         let from = self.read_fd(&input)?;
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
-        sys::copy_file_range(from.as_fd(), offset_in, output.fd().as_fd(), offset_out, len)
+        sys::copy_file_range(
+            from.as_fd(),
+            offset_in,
+            output.fd().as_fd(),
+            offset_out,
+            len,
+        )
     }
 
     pub fn opendir(&self, inode: &Arc<Inode>) -> OpResult<u64> {

@@ -119,7 +119,7 @@ pub fn oci_whiteout_name(name: &OsStr) -> std::ffi::OsString {
     let mut out = Vec::with_capacity(name.len() + OCI_WHITEOUT_PREFIX.len());
     out.extend_from_slice(OCI_WHITEOUT_PREFIX);
     out.extend_from_slice(name.as_bytes());
-    std::ffi::OsString::from(OsStr::from_bytes(&out).to_os_string())
+    OsStr::from_bytes(&out).to_os_string()
 }
 
 /// Splits a NUL-separated xattr name list, dropping overlay-private names.
@@ -147,7 +147,10 @@ mod tests {
 
     #[test]
     fn oci_whiteouts_name_their_target() {
-        assert_eq!(oci_whiteout_target(OsStr::new(".wh.foo")), Some(OsStr::new("foo")));
+        assert_eq!(
+            oci_whiteout_target(OsStr::new(".wh.foo")),
+            Some(OsStr::new("foo"))
+        );
         assert_eq!(oci_whiteout_target(OsStr::new(".wh..wh..opq")), None);
         assert_eq!(oci_whiteout_target(OsStr::new(".wh..wh.plnk")), None);
         assert_eq!(oci_whiteout_target(OsStr::new(".wh.")), None);
@@ -163,7 +166,10 @@ mod tests {
         assert!(!is_private_xattr(OsStr::new("user.overlayx")));
         assert!(!is_private_xattr(OsStr::new("security.selinux")));
         let list = b"user.a\0trusted.overlay.opaque\0security.capability\0user.overlay.origin\0";
-        assert_eq!(filter_xattr_list(list), b"user.a\0security.capability\0".to_vec());
+        assert_eq!(
+            filter_xattr_list(list),
+            b"user.a\0security.capability\0".to_vec()
+        );
     }
 
     #[test]

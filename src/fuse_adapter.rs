@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType as FuseType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle,
+    FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{SetAttr, SetTime};
@@ -74,9 +75,9 @@ fn file_attr(attr: &Attr) -> FileAttr {
         ino: INodeNo(attr.ino),
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
-        atime: time(st.st_atime as i64, st.st_atime_nsec as u64),
-        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as u64),
-        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as u64),
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
         crtime: UNIX_EPOCH,
         kind: kind_of(crate::sys::file_type(st)),
         perm: (st.st_mode & 0o7777) as u16,
@@ -101,7 +102,11 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
                 let d = before.duration();
                 SetTime::At {
                     secs: -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0),
-                    nanos: if d.subsec_nanos() > 0 { 1_000_000_000 - d.subsec_nanos() } else { 0 },
+                    nanos: if d.subsec_nanos() > 0 {
+                        1_000_000_000 - d.subsec_nanos()
+                    } else {
+                        0
+                    },
                 }
             }
         },
@@ -120,16 +125,29 @@ impl CowFs {
         }
     }
 
-    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, mode: u32, reply: ReplyEntry) {
-        let result = self.inode(parent).map_err(|e| Errno::from_raw_os_error(e.code())).and_then(|parent| {
-            let new = NewObject {
-                kind,
-                mode,
-                uid: req.uid(),
-                gid: req.gid(),
-            };
-            self.overlay.create(&parent, name, new).map(|(inode, attr, _)| (inode, attr))
-        });
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: NewKind<'_>,
+        mode: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .inode(parent)
+            .map_err(|e| Errno::from_raw_os_error(e.code()))
+            .and_then(|parent| {
+                let new = NewObject {
+                    kind,
+                    mode,
+                    uid: req.uid(),
+                    gid: req.gid(),
+                };
+                self.overlay
+                    .create(&parent, name, new)
+                    .map(|(inode, attr, _)| (inode, attr))
+            });
         self.reply_entry(reply, result);
     }
 }
@@ -162,8 +180,15 @@ impl Filesystem for CowFs {
         self.overlay.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         guarded("getattr", || match self.inode(ino) {
+            Ok(_) if fh.is_some_and(|fh| self.overlay.handles.file(fh.0).is_some()) => {
+                let fh = fh.map_or(0, |fh| fh.0);
+                match self.overlay.getattr_open(fh) {
+                    Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
             Ok(inode) => match self.overlay.getattr(&inode) {
                 Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(e)),
@@ -203,7 +228,9 @@ impl Filesystem for CowFs {
                 atime: set_time(atime),
                 mtime: set_time(mtime),
             };
-            let open = fh.and_then(|fh| self.overlay.handles.file(fh.0)).filter(|h| h.writable);
+            let open = fh
+                .and_then(|fh| self.overlay.handles.file(fh.0))
+                .filter(|h| h.writable);
             let open_fd = open.as_ref().map(|h| h.fd());
             match self.overlay.setattr(&inode, &change, open_fd.as_deref()) {
                 Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
@@ -248,9 +275,24 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         guarded("mkdir", || {
-            self.make(req, parent, name, NewKind::Dir, mode & !umask & 0o7777, reply);
+            self.make(
+                req,
+                parent,
+                name,
+                NewKind::Dir,
+                mode & !umask & 0o7777,
+                reply,
+            );
         });
     }
 
@@ -274,7 +316,14 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         guarded("symlink", || {
             let kind = NewKind::Symlink {
                 target: target.as_os_str(),
@@ -305,7 +354,14 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         guarded("link", || {
             let source = match self.inode(ino) {
                 Ok(source) => source,
@@ -360,7 +416,14 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -378,7 +441,14 @@ impl Filesystem for CowFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         guarded("fsync", || match self.overlay.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -395,7 +465,14 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         guarded("readdir", || match self.overlay.readdir(fh.0, offset) {
             Ok(listing) => {
                 for (next, entry) in listing.entries() {
@@ -422,7 +499,11 @@ impl Filesystem for CowFs {
                 for (next, entry) in listing.entries() {
                     let is_dot = entry.name == "." || entry.name == "..";
                     let attr = if is_dot {
-                        match self.overlay.inode(entry.ino).and_then(|i| self.overlay.getattr(&i)) {
+                        match self
+                            .overlay
+                            .inode(entry.ino)
+                            .and_then(|i| self.overlay.getattr(&i))
+                        {
                             Ok(mut attr) => {
                                 attr.ino = entry.ino;
                                 attr
@@ -436,7 +517,14 @@ impl Filesystem for CowFs {
                             Err(_) => continue,
                         }
                     };
-                    let full = reply.add(INodeNo(attr.ino), next, &entry.name, &self.ttl, &file_attr(&attr), Generation(0));
+                    let full = reply.add(
+                        INodeNo(attr.ino),
+                        next,
+                        &entry.name,
+                        &self.ttl,
+                        &file_attr(&attr),
+                        Generation(0),
+                    );
                     if full {
                         if !is_dot {
                             // The kernel did not get this entry: undo its lookup.
@@ -451,12 +539,26 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.overlay.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         guarded("fsyncdir", || match self.inode(ino) {
             Ok(inode) => match self.overlay.fsyncdir(&inode, datasync) {
                 Ok(()) => reply.ok(),
@@ -550,7 +652,12 @@ impl Filesystem for CowFs {
                 Err(e) => return reply.error(e),
             };
             let real_flags = crate::sys::OFlags::from_bits_retain(
-                (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC)) as _,
+                (flags
+                    & (libc::O_ACCMODE
+                        | libc::O_APPEND
+                        | libc::O_DIRECT
+                        | libc::O_SYNC
+                        | libc::O_DSYNC)) as _,
             );
             let new = NewObject {
                 kind: NewKind::File { flags: real_flags },
@@ -562,7 +669,13 @@ impl Filesystem for CowFs {
                 Ok((inode, attr, Some(fd))) => {
                     let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
                     let fh = self.overlay.register_file(inode, fd, true, writable);
-                    reply.created(&self.ttl, &file_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty());
+                    reply.created(
+                        &self.ttl,
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    );
                 }
                 Ok(_) => reply.error(FuseErrno::EIO),
                 Err(e) => reply.error(errno(e)),
@@ -580,13 +693,23 @@ impl Filesystem for CowFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guarded("fallocate", || match self.overlay.fallocate(fh.0, mode, offset, length) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+        guarded("fallocate", || {
+            match self.overlay.fallocate(fh.0, mode, offset, length) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
         });
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         guarded("lseek", || match self.overlay.lseek(fh.0, offset, whence) {
             Ok(pos) => reply.offset(pos),
             Err(e) => reply.error(errno(e)),
@@ -607,7 +730,10 @@ impl Filesystem for CowFs {
         reply: ReplyWrite,
     ) {
         guarded("copy_file_range", || {
-            match self.overlay.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
+            match self
+                .overlay
+                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(e)),
             }
@@ -634,5 +760,10 @@ pub fn serve(
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
     let _ = dev_fuse.as_fd();
-    fuser::Session::from_fd(CowFs::new(overlay), dev_fuse, fuser::SessionACL::All, config)
+    fuser::Session::from_fd(
+        CowFs::new(overlay),
+        dev_fuse,
+        fuser::SessionACL::All,
+        config,
+    )
 }

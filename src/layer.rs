@@ -86,10 +86,10 @@ impl LayerStack {
     }
 
     pub fn get(&self, id: LayerId) -> &Layer {
-        if id == UPPER {
-            if let Some(upper) = &self.upper {
-                return upper;
-            }
+        if id == UPPER
+            && let Some(upper) = &self.upper
+        {
+            return upper;
         }
         let index = usize::from(id).saturating_sub(1);
         &self.lowers[index.min(self.lowers.len() - 1)]
@@ -137,9 +137,10 @@ impl InoMapper {
                 real_ino | (fsid << self.fsid_shift)
             };
         }
-        *self.overflow.entry((fsid, real_ino)).or_insert_with(|| {
-            OVERFLOW_BIT | self.next_overflow.fetch_add(1, Ordering::Relaxed)
-        })
+        *self
+            .overflow
+            .entry((fsid, real_ino))
+            .or_insert_with(|| OVERFLOW_BIT | self.next_overflow.fetch_add(1, Ordering::Relaxed))
     }
 }
 

@@ -28,12 +28,21 @@ pub struct NewObject<'a> {
 }
 
 pub enum NewKind<'a> {
-    File { flags: OFlags },
+    File {
+        flags: OFlags,
+    },
     Dir,
-    Symlink { target: &'a OsStr },
+    Symlink {
+        target: &'a OsStr,
+    },
     /// A fifo, socket or device; `mode_type` holds the S_IFMT bits.
-    Node { mode_type: u32, rdev: u64 },
-    Link { source: Arc<Inode> },
+    Node {
+        mode_type: u32,
+        rdev: u64,
+    },
+    Link {
+        source: Arc<Inode>,
+    },
 }
 
 /// Rename flags as the kernel passes them.
@@ -130,11 +139,15 @@ impl Overlay {
                 return Err(e);
             }
         };
-        if whited_out {
-            if let Err(e) = self.replace_whiteout(parent_fd.as_fd(), name, &temp, &over) {
-                work.remove(&temp);
-                return Err(e);
-            }
+        if whited_out && let Err(e) = self.replace_whiteout(parent_fd.as_fd(), name, &temp, &over) {
+            work.remove(&temp);
+            return Err(e);
+        }
+        if let NewKind::Link { source } = new.kind {
+            // The new name is one more name of the same inode.
+            self.inodes.add_lookup(&source);
+            let attr = self.attr_of(&source)?;
+            return Ok((source, attr, None));
         }
         let (inode, attr) = self.lookup(parent, name)?;
         Ok((inode, attr, opened))
@@ -235,7 +248,13 @@ impl Overlay {
                 } else if is_dir {
                     // Its upper part may still hold whiteouts: move it out whole.
                     let temp = work.temp_name();
-                    sys::rename(parent_fd.as_fd(), name, work.fd(), &temp, RenameFlags::empty())?;
+                    sys::rename(
+                        parent_fd.as_fd(),
+                        name,
+                        work.fd(),
+                        &temp,
+                        RenameFlags::empty(),
+                    )?;
                     work.remove(&temp);
                 } else {
                     sys::unlink(parent_fd.as_fd(), name)?;
@@ -247,10 +266,10 @@ impl Overlay {
             UpperEntry::Absent if lower_below => self.make_whiteout(parent_fd.as_fd(), name)?,
             _ => return Err(Errno::NOENT),
         }
-        if let Some(inode) = self.inodes.get(victim.ino) {
-            if is_dir || victim.stat.st_nlink <= 1 {
-                inode.mark_unlinked();
-            }
+        if let Some(inode) = self.inodes.get(victim.ino)
+            && (is_dir || victim.stat.st_nlink <= 1)
+        {
+            inode.mark_unlinked();
         }
         Ok(())
     }
@@ -310,7 +329,11 @@ impl Overlay {
                     return Err(Errno::XDEV);
                 }
             } else if target_is_dir != source_is_dir {
-                return Err(if target_is_dir { Errno::ISDIR } else { Errno::NOTDIR });
+                return Err(if target_is_dir {
+                    Errno::ISDIR
+                } else {
+                    Errno::NOTDIR
+                });
             } else if target_is_dir {
                 let probe = Arc::new(Inode::new(target.ino, target.kind, target.layers.clone()));
                 if !self.dir_is_empty(&probe)? {
@@ -347,7 +370,11 @@ impl Overlay {
             if source_is_dir && target_lower {
                 self.mark_opaque(npfd, new_name)?;
             }
-            if target.as_ref().is_some_and(|t| t.kind == FileType::Directory) && source_lower {
+            if target
+                .as_ref()
+                .is_some_and(|t| t.kind == FileType::Directory)
+                && source_lower
+            {
                 self.mark_opaque(pfd, name)?;
             }
             if let Some(t) = &target_inode {
@@ -382,10 +409,10 @@ impl Overlay {
                 }
             }
             UpperEntry::Object(_) | UpperEntry::Absent | UpperEntry::OciWhiteout => {
-                if let UpperEntry::Object(st) = &target_upper {
-                    if st.st_nlink <= 1 {
-                        self.fds.remove(crate::layer::UPPER, st.st_ino);
-                    }
+                if let UpperEntry::Object(st) = &target_upper
+                    && st.st_nlink <= 1
+                {
+                    self.fds.remove(crate::layer::UPPER, st.st_ino);
                 }
                 if source_lower && self.caps.rename_whiteout {
                     sys::rename(pfd, name, npfd, new_name, RenameFlags::WHITEOUT)?;
@@ -400,10 +427,11 @@ impl Overlay {
                 }
             }
         }
-        if let Some(t) = &target_inode {
-            if t.kind == FileType::Directory || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1) {
-                t.mark_unlinked();
-            }
+        if let Some(t) = &target_inode
+            && (t.kind == FileType::Directory
+                || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1))
+        {
+            t.mark_unlinked();
         }
         source_inode.move_upper(new_parent.clone(), Arc::from(new_name));
         Ok(())
@@ -435,7 +463,10 @@ fn check_new_name(name: &OsStr) -> OpResult<()> {
 
 /// Takes the name locks of two dirs, in a fixed order so two renames going
 /// opposite ways can't deadlock.
-fn lock_two<'a>(a: &'a Arc<Inode>, b: &'a Arc<Inode>) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+fn lock_two<'a>(
+    a: &'a Arc<Inode>,
+    b: &'a Arc<Inode>,
+) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
     if Arc::ptr_eq(a, b) {
         return (a.dir_lock.lock(), None);
     }

@@ -26,12 +26,50 @@ pub struct MountOptions {
 
 /// Options accepted for compatibility that change nothing here.
 const ACCEPTED: &[&str] = &[
-    "rw", "dev", "suid", "exec", "atime", "relatime", "strictatime", "nodiratime", "async", "sync",
-    "dirsync", "defaults", "auto", "noauto", "user", "nouser", "_netdev", "nofail", "noacl", "static_nlink",
-    "squash_to_root", "max_idle_threads", "threaded", "context", "fscontext", "defcontext", "rootcontext",
-    "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "xattr_permissions", "allow_other",
-    "allow_root", "default_permissions", "fsname", "subtype", "redirect_dir", "index", "metacopy", "xino",
-    "userxattr", "plugins", "debug",
+    "rw",
+    "dev",
+    "suid",
+    "exec",
+    "atime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "async",
+    "sync",
+    "dirsync",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "_netdev",
+    "nofail",
+    "noacl",
+    "static_nlink",
+    "squash_to_root",
+    "max_idle_threads",
+    "threaded",
+    "context",
+    "fscontext",
+    "defcontext",
+    "rootcontext",
+    "uidmapping",
+    "gidmapping",
+    "squash_to_uid",
+    "squash_to_gid",
+    "xattr_permissions",
+    "allow_other",
+    "allow_root",
+    "default_permissions",
+    "fsname",
+    "subtype",
+    "redirect_dir",
+    "index",
+    "metacopy",
+    "xino",
+    "userxattr",
+    "plugins",
+    "debug",
 ];
 
 /// Splits an option string on commas outside double quotes.
@@ -84,10 +122,9 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
             "fsync" => out.no_sync = need(value)? == "0",
             "timeout" => {
                 let v = need(value)?;
-                let secs: f64 = v
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|_| format!("option 'timeout' needs a number of seconds, not '{v}'"))?;
+                let secs: f64 = v.trim_end_matches('s').parse().map_err(|_| {
+                    format!("option 'timeout' needs a number of seconds, not '{v}'")
+                })?;
                 if !(0.0..=86_400.0).contains(&secs) {
                     return Err(format!("option 'timeout' out of range: {v}"));
                 }

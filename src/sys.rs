@@ -83,7 +83,12 @@ pub fn open_dir_for_listing(dir: BorrowedFd<'_>) -> SysResult<OwnedFd> {
 }
 
 /// Creates and opens a new regular file in `dir`.
-pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags, mode: u32) -> SysResult<OwnedFd> {
+pub fn create_file(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: OFlags,
+    mode: u32,
+) -> SysResult<OwnedFd> {
     let flags = (flags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC)
         & !OFlags::TRUNC;
     rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))
@@ -175,7 +180,12 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
 
 /// chmod of the object itself (symlinks have no mode to change on Linux).
 pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
-    rustix::fs::chmodat(CWD, proc_path(fd), Mode::from_raw_mode(mode), AtFlags::empty())
+    rustix::fs::chmodat(
+        CWD,
+        proc_path(fd),
+        Mode::from_raw_mode(mode),
+        AtFlags::empty(),
+    )
 }
 
 /// chown of the object itself, never of a symlink's target.
@@ -199,8 +209,8 @@ pub fn set_times(fd: BorrowedFd<'_>, times: &Timestamps) -> SysResult<()> {
     )
 }
 
-pub const UTIME_NOW: i64 = rustix::fs::UTIME_NOW as i64;
-pub const UTIME_OMIT: i64 = rustix::fs::UTIME_OMIT as i64;
+pub const UTIME_NOW: i64 = rustix::fs::UTIME_NOW;
+pub const UTIME_OMIT: i64 = rustix::fs::UTIME_OMIT;
 
 pub fn readlink(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     Ok(rustix::fs::readlinkat(fd, c"", Vec::new())?.into_bytes())
@@ -217,7 +227,13 @@ pub fn symlink(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<(
 /// mknod of a fifo, socket or device; `file_type` from the mode's S_IFMT bits.
 pub fn mknod(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysResult<()> {
     let file_type = FileType::from_raw_mode(mode);
-    rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(mode & 0o7777), rdev)
+    rustix::fs::mknodat(
+        dir,
+        name,
+        file_type,
+        Mode::from_raw_mode(mode & 0o7777),
+        rdev,
+    )
 }
 
 /// The kernel overlayfs whiteout: a character device with number 0/0.
@@ -335,7 +351,7 @@ pub fn copy_file_data(from: BorrowedFd<'_>, to: BorrowedFd<'_>, size: u64) -> Sy
     while offset < size {
         let data_start = match seek(from, SeekFrom::Data(offset)) {
             Ok(pos) => pos,
-            Err(Errno::NXIO) => break, // only a hole remains
+            Err(Errno::NXIO) => break,   // only a hole remains
             Err(Errno::INVAL) => offset, // no SEEK_DATA support: copy everything
             Err(e) => return Err(e),
         };
@@ -367,7 +383,12 @@ fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) ->
     Ok(())
 }
 
-fn copy_range_by_hand(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) -> SysResult<()> {
+fn copy_range_by_hand(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    start: u64,
+    end: u64,
+) -> SysResult<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = start;
     while pos < end {
@@ -429,7 +450,11 @@ pub fn fork_single_threaded() -> SysResult<Forked> {
     // on to run ordinary Rust code of this program.
     let pid = unsafe { libc::fork() };
     match pid {
-        -1 => Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))),
+        -1 => Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )),
         0 => Ok(Forked::Child),
         child => Ok(Forked::Parent { child }),
     }
@@ -542,6 +567,12 @@ pub fn fuse_mount(
     }
     let fstype = format!("fuse.{subtype}");
     let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
-    rustix::mount::mount(source, mountpoint, fstype.as_str(), ms, Some(data.as_c_str()))?;
+    rustix::mount::mount(
+        source,
+        mountpoint,
+        fstype.as_str(),
+        ms,
+        Some(data.as_c_str()),
+    )?;
     Ok(dev)
 }

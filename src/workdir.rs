@@ -69,7 +69,8 @@ impl WorkDir {
             _lock: lock,
             next_temp: AtomicU64::new(1),
         };
-        dir.clean().map_err(|e| SetupError::io("cleaning work dir", &dir.path, e))?;
+        dir.clean()
+            .map_err(|e| SetupError::io("cleaning work dir", &dir.path, e))?;
         Ok(dir)
     }
 
@@ -115,8 +116,14 @@ impl WorkDir {
         let rename_whiteout = (|| -> Result<bool, Errno> {
             let from = self.temp_name();
             let to = self.temp_name();
-            drop(sys::create_file(self.fd(), &from, sys::OFlags::WRONLY, 0o600)?);
-            let ok = sys::rename(self.fd(), &from, self.fd(), &to, sys::RenameFlags::WHITEOUT).is_ok();
+            drop(sys::create_file(
+                self.fd(),
+                &from,
+                sys::OFlags::WRONLY,
+                0o600,
+            )?);
+            let ok =
+                sys::rename(self.fd(), &from, self.fd(), &to, sys::RenameFlags::WHITEOUT).is_ok();
             let _ = sys::unlink(self.fd(), &from);
             let _ = sys::unlink(self.fd(), &to);
             Ok(ok)
