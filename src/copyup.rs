@@ -48,13 +48,20 @@ impl Overlay {
             if inode.is_unlinked() {
                 Err(Errno::NOENT)
             } else {
-                sys::rename(
+                // A copy-up is no change the user made: the parent keeps its
+                // times, as the kernel keeps them.
+                let parent_before = sys::fstat(parent_fd.as_fd())?;
+                let renamed = sys::rename(
                     work.fd(),
                     &temp,
                     parent_fd.as_fd(),
                     &source.name,
                     sys::RenameFlags::NOREPLACE,
-                )
+                );
+                if renamed.is_ok() {
+                    sys::set_times(parent_fd.as_fd(), &times_of(&parent_before))?;
+                }
+                renamed
             }
         };
         match placed {
