@@ -67,6 +67,17 @@ pub struct MountArgs {
     pub pid_file: Option<PathBuf>,
 }
 
+/// A command line that does not have the shape of any cowfs command.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub const MOUNT_USAGE: &str = "Usage: cowfs mount LOWER[:LOWER...] [UPPER] MOUNTPOINT [OPTIONS]\n       cowfs -o lowerdir=LOWER[:LOWER...][,upperdir=UPPER,workdir=WORK] MOUNTPOINT";
+
+fn usage(message: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message))
+}
+
 /// A checked mount: every path exists, is a dir, and the layers do not
 /// overlap one another or the mount point.
 #[derive(Debug)]
@@ -132,13 +143,17 @@ impl MountArgs {
         let (lower_spec, upper, mountpoint) = if let Some(lowerdir) = options.lowerdir.clone() {
             // fuse-overlayfs / mount.fuse3 form: an optional source, then the mount point.
             if paths.is_empty() || paths.len() > 2 {
-                bail!(
+                return Err(usage(
                     "with -o lowerdir=..., give exactly one MOUNTPOINT (optionally after a SOURCE)"
-                );
+                        .into(),
+                ));
             }
             let mountpoint = PathBuf::from(paths.pop().cloned().unwrap_or_default());
             (lowerdir, options.upperdir.clone(), mountpoint)
         } else {
+            if options.upperdir.is_some() || options.workdir.is_some() {
+                bail!("-o upperdir=/workdir= given without lowerdir=");
+            }
             match paths.as_slice() {
                 [lowers, mountpoint] => (
                     lowers.to_string_lossy().into_owned(),
@@ -150,11 +165,13 @@ impl MountArgs {
                     Some(PathBuf::from(upper)),
                     PathBuf::from(mountpoint),
                 ),
-                [] => bail!("no layers given: cowfs mount LOWER[:LOWER...] [UPPER] MOUNTPOINT"),
-                _ => bail!(
-                    "expected LOWER[:LOWER...] [UPPER] MOUNTPOINT, got {} paths",
-                    paths.len()
-                ),
+                [] => return Err(usage("no layers given".into())),
+                _ => {
+                    return Err(usage(format!(
+                        "expected LOWER[:LOWER...] [UPPER] MOUNTPOINT, got {} paths",
+                        paths.len()
+                    )));
+                }
             }
         };
         if options.lowerdir.is_some() && self.workdir.is_some() {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cowfs::cli::{Cli, Command, MountArgs};
+use cowfs::cli::{Cli, Command, MOUNT_USAGE, MountArgs, UsageError};
 use cowfs::daemon::{self, RunSettings};
 
 fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
@@ -55,10 +55,21 @@ fn main() -> ExitCode {
             eprintln!("cowfs: error: nothing to do; see cowfs --help");
             return ExitCode::from(2);
         }
+        None if cli.mount.options.is_empty() => {
+            let first = cli.mount.paths[0].to_string_lossy().into_owned();
+            eprintln!(
+                "cowfs: error: unrecognized subcommand '{first}'\n\n{MOUNT_USAGE}\n\nFor more information, try '--help'."
+            );
+            return ExitCode::from(2);
+        }
         None => mount(cli.mount),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("cowfs: error: {e:#}\n\n{MOUNT_USAGE}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("cowfs: error: {e:#}");
             ExitCode::FAILURE
