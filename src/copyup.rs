@@ -38,7 +38,7 @@ impl Overlay {
         let st = sys::fstat(source_fd.as_fd())?;
 
         let temp = work.temp_name();
-        if let Err(e) = self.build_copy(work, &temp, source_fd.as_fd(), &st) {
+        if let Err(e) = self.build_copy(work, &temp, source_fd.as_fd(), source.layer, &st) {
             work.remove(&temp);
             return Err(e);
         }
@@ -59,6 +59,7 @@ impl Overlay {
                     sys::RenameFlags::NOREPLACE,
                 );
                 if renamed.is_ok() {
+                    self.mark_impure(parent_fd.as_fd())?;
                     sys::set_times(parent_fd.as_fd(), &times_of(&parent_before))?;
                 }
                 renamed
@@ -95,6 +96,7 @@ impl Overlay {
         work: &WorkDir,
         temp: &OsStr,
         source: BorrowedFd<'_>,
+        layer: crate::layer::LayerId,
         st: &Stat,
     ) -> OpResult<()> {
         let kind = sys::file_type(st);
@@ -127,10 +129,11 @@ impl Overlay {
         if let Some(ns) = self.xattr_ns()
             && !hard_linked
         {
-            // "Copied up, origin unknown": the copy keeps its lower inode
-            // number. Hard-linked files are left without, as the kernel
-            // does without an index, so the other names keep theirs.
-            sys::set_xattr(copy.as_fd(), ns.origin(), b"", 0)?;
+            // The copy keeps the lower object's inode number through it.
+            // Hard-linked files are left without, as the kernel does
+            // without an index, so the other names keep theirs.
+            let origin = self.origin_value(source, layer);
+            sys::set_xattr(copy.as_fd(), ns.origin(), &origin, 0)?;
         }
         sys::chown(copy.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
         if kind != FileType::Symlink {

@@ -69,6 +69,14 @@ impl Overlay {
             hidden.extend(whiteouts);
         }
 
+        // In an impure upper dir, copied-up or moved entries keep the inode
+        // number of their origin, which only a lookup finds.
+        if let Some(upper) = &layers.upper {
+            let fd = self.real_fd(upper)?;
+            if self.is_impure(fd.as_fd())? {
+                overlapping.extend(upper_names.iter().copied());
+            }
+        }
         for at in overlapping {
             if let Some(found) = self.resolve(dir, &out[at].name)? {
                 out[at].ino = found.ino;

@@ -45,10 +45,10 @@ impl XattrNamespace {
         })
     }
 
-    pub fn whiteout(self) -> &'static OsStr {
+    pub fn impure(self) -> &'static OsStr {
         OsStr::new(match self {
-            XattrNamespace::Trusted => "trusted.overlay.whiteout",
-            XattrNamespace::User => "user.overlay.whiteout",
+            XattrNamespace::Trusted => "trusted.overlay.impure",
+            XattrNamespace::User => "user.overlay.impure",
         })
     }
 }
@@ -141,8 +141,99 @@ pub fn xattr_names(list: &[u8]) -> impl Iterator<Item = &OsStr> {
         .map(OsStr::from_bytes)
 }
 
+/// The kernel's `struct ovl_fb` header: version, magic, len, flags, type,
+/// then a 16-byte filesystem UUID; the file handle bytes follow.
+const ORIGIN_HEADER: usize = 21;
+const ORIGIN_VERSION: u8 = 0;
+const ORIGIN_MAGIC: u8 = 0xfb;
+/// `OVL_FH_FLAG_BIG_ENDIAN`: set when the handle was made on a big-endian host.
+const ORIGIN_FLAG_BIG_ENDIAN: u8 = 1 << 0;
+const ORIGIN_FLAGS_KNOWN: u8 = 0b111;
+
+/// Where a copied-up object came from, as the `overlay.origin` xattr holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub uuid: [u8; 16],
+    pub handle_type: u8,
+    pub handle: Vec<u8>,
+}
+
+impl Origin {
+    /// The xattr value, in the kernel's format.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = ORIGIN_HEADER + self.handle.len();
+        let flags = if cfg!(target_endian = "big") {
+            ORIGIN_FLAG_BIG_ENDIAN
+        } else {
+            0
+        };
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&[
+            ORIGIN_VERSION,
+            ORIGIN_MAGIC,
+            len as u8,
+            flags,
+            self.handle_type,
+        ]);
+        out.extend_from_slice(&self.uuid);
+        out.extend_from_slice(&self.handle);
+        out
+    }
+
+    /// Reads an xattr value; `None` for the empty "origin unknown" value and
+    /// for anything the kernel would reject, or made on a host of the other
+    /// byte order.
+    pub fn decode(value: &[u8]) -> Option<Origin> {
+        if value.len() < ORIGIN_HEADER || value.len() > u8::MAX as usize {
+            return None;
+        }
+        let [version, magic, len, flags, handle_type] =
+            [value[0], value[1], value[2], value[3], value[4]];
+        let ours = if cfg!(target_endian = "big") {
+            ORIGIN_FLAG_BIG_ENDIAN
+        } else {
+            0
+        };
+        if version != ORIGIN_VERSION
+            || magic != ORIGIN_MAGIC
+            || usize::from(len) != value.len()
+            || flags & !ORIGIN_FLAGS_KNOWN != 0
+            || flags & ORIGIN_FLAG_BIG_ENDIAN != ours
+        {
+            return None;
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&value[5..ORIGIN_HEADER]);
+        Some(Origin {
+            uuid,
+            handle_type,
+            handle: value[ORIGIN_HEADER..].to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn origins_round_trip_in_the_kernel_layout() {
+        let origin = Origin {
+            uuid: [7; 16],
+            handle_type: 1,
+            handle: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        let value = origin.encode();
+        assert_eq!(&value[..5], &[0, 0xfb, 29, 0, 1]);
+        assert_eq!(value.len(), 29);
+        assert_eq!(Origin::decode(&value), Some(origin));
+        assert_eq!(Origin::decode(b""), None, "empty means origin unknown");
+        let mut bad = value.clone();
+        bad[1] = 0xfa;
+        assert_eq!(Origin::decode(&bad), None);
+        let mut short = value;
+        short.pop();
+        assert_eq!(Origin::decode(&short), None, "len must match");
+    }
+
     use super::*;
 
     #[test]

@@ -21,11 +21,20 @@ pub struct Layer {
     pub dev: u64,
     /// Which filesystem among the layers' distinct ones (0 = the first seen).
     fsid: u64,
+    /// The filesystem's UUID, recorded in origin xattrs.
+    pub uuid: Option<[u8; 16]>,
+    /// A plain (not `O_PATH`) fd of the root: open_by_handle_at needs one.
+    handle_root: Option<OwnedFd>,
 }
 
 impl Layer {
     pub fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
+    }
+
+    /// The fd file handles on this layer's filesystem are opened through.
+    pub fn handle_root(&self) -> Option<BorrowedFd<'_>> {
+        self.handle_root.as_ref().map(|fd| fd.as_fd())
     }
 }
 
@@ -52,12 +61,16 @@ impl LayerStack {
                     devs.len() - 1
                 }
             } as u64;
+            let uuid = sys::filesystem_uuid(root.as_fd());
+            let handle_root = sys::open_dir_for_listing(root.as_fd()).ok();
             Ok(Layer {
                 id,
                 path: path.to_path_buf(),
                 root,
                 dev: st.st_dev,
                 fsid,
+                uuid,
+                handle_root,
             })
         };
         let upper = match upper {
@@ -93,6 +106,17 @@ impl LayerStack {
         }
         let index = usize::from(id).saturating_sub(1);
         &self.lowers[index.min(self.lowers.len() - 1)]
+    }
+
+    /// The inode number for inode `real_ino` of the layer filesystem `dev`;
+    /// `None` if no layer is on that filesystem.
+    pub fn map_ino_on_dev(&self, dev: u64, real_ino: u64) -> Option<u64> {
+        let layer = self
+            .upper
+            .iter()
+            .chain(self.lowers.iter())
+            .find(|l| l.dev == dev)?;
+        Some(self.inos.map(layer.fsid, real_ino))
     }
 
     /// The inode number the mount reports for inode `real_ino` of `layer`.

@@ -24,6 +24,7 @@ pub mod layer;
 pub mod lookup;
 pub mod namespace;
 pub mod options;
+pub mod origin;
 pub mod overlay;
 pub mod sys;
 pub mod workdir;

@@ -9,6 +9,7 @@ use crate::error::OpResult;
 use crate::format::{self, Opacity};
 use crate::inode::{Inode, Layers, RealRef};
 use crate::layer::{LayerId, UPPER};
+use crate::origin::OriginInfo;
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, Stat};
 
@@ -60,6 +61,7 @@ impl Overlay {
         let mut search_lowers = true;
         // Only for finding the inode number of a copied-up non-dir.
         let mut upper_origin_only = false;
+        let mut origin_ino = None;
 
         if let Some(upper_dir) = &dir.upper {
             match self.presence(upper_dir, &name)? {
@@ -70,7 +72,13 @@ impl Overlay {
                     if sys::file_type(&st) == FileType::Directory {
                         search_lowers = !self.is_opaque(&upper)?;
                     } else {
-                        upper_origin_only = self.has_origin(&upper)?;
+                        let fd = self.real_fd(&upper)?;
+                        match self.origin_info(fd.as_fd())? {
+                            OriginInfo::Ino(ino) => origin_ino = Some(ino),
+                            // Fall back to the lower object of the same name.
+                            OriginInfo::Unknown => upper_origin_only = true,
+                            OriginInfo::None => {}
+                        }
                         search_lowers = upper_origin_only;
                     }
                     layers.upper = Some(upper);
@@ -113,7 +121,7 @@ impl Overlay {
             return Ok(None);
         };
         let kind = sys::file_type(&stat);
-        let ino = self.ino_for(&layers);
+        let ino = origin_ino.unwrap_or_else(|| self.ino_for(&layers));
         Ok(Some(Resolved {
             ino,
             kind,
@@ -158,19 +166,6 @@ impl Overlay {
             }
         }
         Ok(sys::stat_at(fd.as_fd(), OsStr::new(format::OCI_OPAQUE_MARKER))?.is_some())
-    }
-
-    /// Whether an upper object records that it was copied up.
-    fn has_origin(&self, upper: &RealRef) -> OpResult<bool> {
-        let fd = self.real_fd(upper)?;
-        for ns in format::READ_NAMESPACES {
-            match sys::get_xattr(fd.as_fd(), ns.origin()) {
-                Ok(Some(_)) => return Ok(true),
-                Ok(None) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(false)
     }
 
     /// Whether any lower layer of `parent` shows `name` (so removing or

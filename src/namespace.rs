@@ -361,6 +361,13 @@ impl Overlay {
             return Err(Errno::STALE);
         }
         let (pfd, npfd) = (parent_fd.as_fd(), new_parent_fd.as_fd());
+        if !Arc::ptr_eq(parent, new_parent) {
+            // Objects moved in may carry an origin their new dir must know of.
+            self.mark_impure(npfd)?;
+            if exchange {
+                self.mark_impure(pfd)?;
+            }
+        }
         let source_lower = self.lower_has(parent, name)?;
         let target_lower = self.lower_has(new_parent, new_name)?;
         let target_upper = self.upper_entry(new_parent, new_name)?;
