@@ -135,7 +135,7 @@ impl Overlay {
             let origin = self.origin_value(source, layer);
             sys::set_xattr(copy.as_fd(), ns.origin(), &origin, 0)?;
         }
-        sys::chown(copy.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
+        give_owner(copy.as_fd(), st.st_uid, st.st_gid)?;
         if kind != FileType::Symlink {
             // After chown, which clears set-id bits.
             sys::chmod(copy.as_fd(), st.st_mode & 0o7777)?;
@@ -182,5 +182,19 @@ pub(crate) fn times_of(st: &Stat) -> Timestamps {
             tv_sec: st.st_mtime as _,
             tv_nsec: st.st_mtime_nsec as _,
         },
+    }
+}
+
+/// Sets the owner of a copy or a new object. Without the privilege to give
+/// files away (a rootless mount) the object keeps the mounting user's ids,
+/// which is the most such a mount can record.
+pub(crate) fn give_owner(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> OpResult<()> {
+    match sys::chown(fd, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(Errno::PERM) | Err(Errno::INVAL) => {
+            tracing::debug!(uid, gid, "no privilege to set the owner; keeping ours");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }

@@ -3,7 +3,7 @@
 //! unmount cleanly on SIGTERM, SIGINT or SIGHUP.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +56,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     if settings.foreground {
         let session = mount(&plan, overlay, settings.threads)?;
         write_pid_file(settings.pid_file.as_deref())?;
-        return serve(session, &plan.mountpoint);
+        return serve(session);
     }
 
     // Fork before any thread exists; the child reports back through a pipe.
@@ -87,7 +87,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
             let _ = sys::detach_stdio();
             let _ = sys::write_all(report_write.as_fd(), b"ok");
             drop(report_write);
-            match serve(session, &plan.mountpoint) {
+            match serve(session) {
                 Ok(()) => std::process::exit(0),
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -107,13 +107,34 @@ fn write_pid_file(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A live mount and how to take it down.
+pub struct Mounted {
+    session: fuser::Session<fuse_adapter::CowFs>,
+    unmount: Unmounter,
+}
+
+enum Unmounter {
+    /// Mounted with mount(2); taken down with umount2(2).
+    Syscall(PathBuf),
+    /// Mounted through fusermount3 (no privilege); it unmounts too.
+    Fusermount(fuser::SessionUnmounter),
+}
+
+impl Unmounter {
+    fn unmount(&mut self) {
+        let result = match self {
+            Unmounter::Syscall(path) => sys::unmount(path, true).map_err(std::io::Error::from),
+            Unmounter::Fusermount(unmounter) => unmounter.unmount(),
+        };
+        if let Err(e) = result {
+            tracing::error!(%e, "unmount failed");
+        }
+    }
+}
+
 /// Mounts the overlay and completes the FUSE handshake, so that the mount
 /// answers requests as soon as this returns.
-fn mount(
-    plan: &MountPlan,
-    overlay: Arc<Overlay>,
-    threads: usize,
-) -> anyhow::Result<fuser::Session<fuse_adapter::CowFs>> {
+fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Result<Mounted> {
     let read_only = plan.upper.is_none() || plan.options.read_only;
     let flags = sys::MountFlags {
         read_only,
@@ -122,37 +143,50 @@ fn mount(
         noexec: plan.options.noexec,
         noatime: plan.options.noatime,
     };
-    let dev_fuse: OwnedFd = sys::fuse_mount(
-        &plan.mountpoint,
-        "cowfs",
-        "cowfs",
-        flags,
-        "default_permissions,allow_other",
-    )
-    .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
-    match fuse_adapter::serve(overlay, dev_fuse, threads) {
-        Ok(session) => Ok(session),
-        Err(e) => {
-            let _ = sys::unmount(&plan.mountpoint, true);
-            Err(anyhow!("starting the FUSE session: {e}"))
+    let options = "default_permissions,allow_other";
+    match sys::fuse_mount(&plan.mountpoint, "cowfs", "cowfs", flags, options) {
+        Ok(dev_fuse) => match fuse_adapter::serve(overlay, dev_fuse, threads) {
+            Ok(session) => Ok(Mounted {
+                session,
+                unmount: Unmounter::Syscall(plan.mountpoint.clone()),
+            }),
+            Err(e) => {
+                let _ = sys::unmount(&plan.mountpoint, true);
+                Err(anyhow!("starting the FUSE session: {e}"))
+            }
+        },
+        // No privilege to mount: fusermount3 does it for us.
+        Err(sys::Errno::PERM) => {
+            let mut session =
+                fuse_adapter::serve_through_fusermount(overlay, &plan.mountpoint, flags, threads)
+                    .with_context(|| {
+                    format!(
+                        "mounting on {} through fusermount3",
+                        plan.mountpoint.display()
+                    )
+                })?;
+            let unmount = Unmounter::Fusermount(session.unmount_callable());
+            Ok(Mounted { session, unmount })
         }
+        Err(e) => Err(anyhow!("mounting on {}: {e}", plan.mountpoint.display())),
     }
 }
 
 /// Serves requests until the mount goes away; a signal unmounts it.
-fn serve(session: fuser::Session<fuse_adapter::CowFs>, mountpoint: &Path) -> anyhow::Result<()> {
+fn serve(mounted: Mounted) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Mounted {
+        session,
+        mut unmount,
+    } = mounted;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let handle = signals.handle();
-    let target = mountpoint.to_path_buf();
     let watcher = std::thread::Builder::new()
         .name("cowfs-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(signal, "unmounting on signal");
-                if let Err(e) = sys::unmount(&target, true) {
-                    tracing::error!(%e, "unmount on signal failed");
-                }
+                unmount.unmount();
             }
         })?;
     let result = session.run();

@@ -767,3 +767,35 @@ pub fn serve(
         config,
     )
 }
+
+/// Mounts through fusermount3 (for users without the privilege to mount)
+/// and starts serving.
+pub fn serve_through_fusermount(
+    overlay: Arc<Overlay>,
+    mountpoint: &Path,
+    flags: crate::sys::MountFlags,
+    threads: usize,
+) -> std::io::Result<fuser::Session<CowFs>> {
+    use fuser::MountOption;
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    config.acl = fuser::SessionACL::Owner;
+    config.mount_options = vec![
+        MountOption::FSName("cowfs".into()),
+        MountOption::Subtype("cowfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    for (on, option) in [
+        (flags.read_only, MountOption::RO),
+        (flags.nodev, MountOption::NoDev),
+        (flags.nosuid, MountOption::NoSuid),
+        (flags.noexec, MountOption::NoExec),
+        (flags.noatime, MountOption::NoAtime),
+    ] {
+        if on {
+            config.mount_options.push(option);
+        }
+    }
+    fuser::Session::new(CowFs::new(overlay), mountpoint, &config)
+}

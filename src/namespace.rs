@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 
+use crate::copyup::give_owner;
 use crate::error::OpResult;
 use crate::format;
 use crate::inode::Inode;
@@ -93,7 +94,7 @@ impl Overlay {
             let opened = match &new.kind {
                 NewKind::File { flags } => {
                     let fd = sys::create_file(dir, made_name, *flags, mode)?;
-                    sys::chown(fd.as_fd(), Some(uid), Some(gid))?;
+                    give_owner(fd.as_fd(), uid, gid)?;
                     Some(fd)
                 }
                 NewKind::Dir => {
@@ -117,7 +118,7 @@ impl Overlay {
             };
             if !matches!(new.kind, NewKind::File { .. } | NewKind::Link { .. }) {
                 let fd = sys::open_path(dir, made_name)?;
-                sys::chown(fd.as_fd(), Some(uid), Some(gid))?;
+                give_owner(fd.as_fd(), uid, gid)?;
                 if matches!(new.kind, NewKind::Dir) {
                     // mkdir applies the umask again and drops set-id bits.
                     sys::chmod(fd.as_fd(), mode)?;
