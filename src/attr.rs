@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::error::OpResult;
 use crate::format;
+use crate::idmap::OverrideStat;
 use crate::inode::Inode;
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, OFlags, Timespec, Timestamps};
@@ -44,13 +45,42 @@ impl Overlay {
         self.writable()?;
         let upper = self.copy_up(inode)?;
         let fd = self.real_fd(&upper)?;
-        if change.uid.is_some() || change.gid.is_some() {
-            sys::chown(fd.as_fd(), change.uid, change.gid)?;
-        }
-        if let Some(mode) = change.mode
-            && inode.kind != FileType::Symlink
-        {
-            sys::chmod(fd.as_fd(), mode & 0o7777)?;
+        let own = &self.options.ownership;
+        let uid = change
+            .uid
+            .map(|u| own.uids.stored(u).ok_or(Errno::INVAL))
+            .transpose()?;
+        let gid = change
+            .gid
+            .map(|g| own.gids.stored(g).ok_or(Errno::INVAL))
+            .transpose()?;
+        if let Some(xattr) = own.override_xattr {
+            // Ownership lives in the override xattr, not in the real inode.
+            if uid.is_some() || gid.is_some() || change.mode.is_some() {
+                let st = sys::fstat(fd.as_fd())?;
+                let current = sys::get_xattr(fd.as_fd(), xattr.name())?
+                    .and_then(|v| OverrideStat::parse(&v))
+                    .unwrap_or(OverrideStat {
+                        uid: st.st_uid,
+                        gid: st.st_gid,
+                        mode: st.st_mode & 0o7777,
+                    });
+                let updated = OverrideStat {
+                    uid: uid.unwrap_or(current.uid),
+                    gid: gid.unwrap_or(current.gid),
+                    mode: change.mode.map_or(current.mode, |m| m & 0o7777),
+                };
+                sys::set_xattr(fd.as_fd(), xattr.name(), &updated.encode(), 0)?;
+            }
+        } else {
+            if uid.is_some() || gid.is_some() {
+                sys::chown(fd.as_fd(), uid, gid)?;
+            }
+            if let Some(mode) = change.mode
+                && inode.kind != FileType::Symlink
+            {
+                sys::chmod(fd.as_fd(), mode & 0o7777)?;
+            }
         }
         if let Some(size) = change.size {
             if inode.kind != FileType::RegularFile {

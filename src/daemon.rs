@@ -48,6 +48,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
             .map(Duration::from_secs_f64)
             .unwrap_or(OverlayOptions::default().cache_ttl),
         no_sync: plan.options.no_sync,
+        ownership: plan.options.ownership.clone(),
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,

@@ -19,6 +19,7 @@ pub mod fileio;
 pub mod format;
 pub mod fuse_adapter;
 pub mod handles;
+pub mod idmap;
 pub mod inode;
 pub mod layer;
 pub mod lookup;

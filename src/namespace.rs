@@ -144,6 +144,13 @@ impl Overlay {
             work.remove(&temp);
             return Err(e);
         }
+        if let Some(xattr) = self.options.ownership.override_xattr
+            && !matches!(new.kind, NewKind::Link { .. } | NewKind::Symlink { .. })
+        {
+            let fd = sys::open_path(parent_fd.as_fd(), name)?;
+            let recorded = crate::idmap::OverrideStat { uid, gid, mode };
+            sys::set_xattr(fd.as_fd(), xattr.name(), &recorded.encode(), 0)?;
+        }
         if let NewKind::Link { source } = new.kind {
             // The new name is one more name of the same inode.
             self.inodes.add_lookup(&source);
@@ -162,15 +169,23 @@ impl Overlay {
         new: &NewObject<'_>,
     ) -> OpResult<(u32, u32, u32)> {
         let parent_st = self.stat_ref(parent_upper)?;
+        let own = &self.options.ownership;
+        let uid = own
+            .uids
+            .stored(new.uid)
+            .unwrap_or(crate::idmap::OVERFLOW_ID);
+        let mut gid = own
+            .gids
+            .stored(new.gid)
+            .unwrap_or(crate::idmap::OVERFLOW_ID);
         let mut mode = new.mode & 0o7777;
-        let mut gid = new.gid;
         if parent_st.st_mode & libc::S_ISGID != 0 {
             gid = parent_st.st_gid;
             if matches!(new.kind, NewKind::Dir) {
                 mode |= libc::S_ISGID;
             }
         }
-        Ok((new.uid, gid, mode))
+        Ok((uid, gid, mode))
     }
 
     /// Puts the object `temp` (in the work dir) where a whiteout was.

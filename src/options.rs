@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+use crate::idmap::{IdMap, OverrideXattr, Ownership};
+
 /// What the `-o` options ask for.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct MountOptions {
     pub lowerdir: Option<String>,
     pub upperdir: Option<PathBuf>,
@@ -19,6 +21,8 @@ pub struct MountOptions {
     pub no_sync: bool,
     /// `timeout=SECONDS`: how long the kernel may cache entries.
     pub timeout: Option<f64>,
+    /// uidmapping=, gidmapping=, squash_to_*, xattr_permissions=.
+    pub ownership: Ownership,
     /// Items cowfs accepted without acting on them, or did not know.
     pub ignored: Vec<String>,
     pub unknown: Vec<String>,
@@ -130,11 +134,37 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
                 }
                 out.timeout = Some(secs);
             }
+            "uidmapping" => out.ownership.uids = IdMap::parse(&need(value)?)?,
+            "gidmapping" => out.ownership.gids = IdMap::parse(&need(value)?)?,
+            "squash_to_root" => {
+                out.ownership.squash_uid.get_or_insert(0);
+                out.ownership.squash_gid.get_or_insert(0);
+            }
+            "squash_to_uid" => out.ownership.squash_uid = Some(parse_id(key, &need(value)?)?),
+            "squash_to_gid" => out.ownership.squash_gid = Some(parse_id(key, &need(value)?)?),
+            "xattr_permissions" => {
+                out.ownership.override_xattr = match need(value)?.as_str() {
+                    "0" => None,
+                    "1" => Some(OverrideXattr::FuseOverlayfs),
+                    "2" => Some(OverrideXattr::Containers),
+                    other => {
+                        return Err(format!(
+                            "option 'xattr_permissions' must be 0, 1 or 2, not '{other}'"
+                        ));
+                    }
+                }
+            }
             k if ACCEPTED.contains(&k) => out.ignored.push(item.clone()),
             _ => out.unknown.push(item.clone()),
         }
     }
     Ok(out)
+}
+
+fn parse_id(key: &str, value: &str) -> Result<u32, String> {
+    value
+        .parse()
+        .map_err(|_| format!("option '{key}' needs a numeric id, not '{value}'"))
 }
 
 /// Splits a lower dir list on `:`, where `\:` is a literal colon. Empty
@@ -184,6 +214,22 @@ mod tests {
         let o = parse(&["lowerdir=/a,frobnicate,nodev".into()]).unwrap();
         assert_eq!(o.unknown, vec!["frobnicate"]);
         assert!(o.nodev);
+    }
+
+    #[test]
+    fn ownership_options_parse() {
+        let o = parse(&[
+            "lowerdir=/a,uidmapping=0:1000:1:1:110000:65536,squash_to_gid=7,xattr_permissions=2"
+                .into(),
+        ])
+        .unwrap();
+        assert_eq!(o.ownership.uids.shown(0), 1000);
+        assert_eq!(o.ownership.squash_gid, Some(7));
+        assert_eq!(o.ownership.override_xattr, Some(OverrideXattr::Containers));
+        let root = parse(&["squash_to_root,squash_to_uid=5".into()]).unwrap();
+        assert_eq!(root.ownership.squash_uid, Some(5), "squash_to_uid wins");
+        assert!(parse(&["uidmapping=1:2".into()]).is_err());
+        assert!(parse(&["xattr_permissions=3".into()]).is_err());
     }
 
     #[test]

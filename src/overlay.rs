@@ -13,6 +13,7 @@ use crate::error::OpResult;
 use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
 use crate::handles::Handles;
+use crate::idmap::{OverrideStat, Ownership};
 use crate::inode::{Inode, InodeTable, Layers, ROOT_INO, RealRef};
 use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::sys::{self, Errno, Stat};
@@ -27,6 +28,8 @@ pub struct OverlayOptions {
     pub cache_ttl: Duration,
     /// Skip fsync (the `volatile` / `fsync=0` options).
     pub no_sync: bool,
+    /// How owners are shown and stored.
+    pub ownership: Ownership,
 }
 
 impl Default for OverlayOptions {
@@ -35,6 +38,7 @@ impl Default for OverlayOptions {
             fd_cache_capacity: 4096,
             cache_ttl: Duration::from_secs(1),
             no_sync: false,
+            ownership: Ownership::default(),
         }
     }
 }
@@ -205,7 +209,29 @@ impl Overlay {
             // As the kernel does: the count of a merged dir is unknown.
             stat.st_nlink = 1;
         }
+        if !self.options.ownership.is_plain() {
+            self.present_owner(&mut stat, layers);
+        }
         Attr { ino, stat }
+    }
+
+    /// Applies id mapping, squashing and override xattrs to what is shown.
+    fn present_owner(&self, stat: &mut Stat, layers: &Layers) {
+        let own = &self.options.ownership;
+        if let (Some(name), Some(top)) = (own.override_xattr, layers.top()) {
+            let recorded = self
+                .real_fd(top)
+                .ok()
+                .and_then(|fd| sys::get_xattr(fd.as_fd(), name.name()).ok().flatten())
+                .and_then(|value| OverrideStat::parse(&value));
+            if let Some(recorded) = recorded {
+                stat.st_uid = recorded.uid;
+                stat.st_gid = recorded.gid;
+                stat.st_mode = (stat.st_mode & libc::S_IFMT) | recorded.mode;
+            }
+        }
+        stat.st_uid = own.shown_uid(stat.st_uid);
+        stat.st_gid = own.shown_gid(stat.st_gid);
     }
 
     /// The kernel dropped references to an inode.
