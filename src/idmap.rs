@@ -27,7 +27,7 @@ impl IdMap {
     /// Parses `S:H:L[:S:H:L...]` (also with `,` between triples).
     pub fn parse(spec: &str) -> Result<IdMap, String> {
         let numbers: Vec<&str> = spec.split([':', ',']).filter(|s| !s.is_empty()).collect();
-        if numbers.is_empty() || numbers.len() % 3 != 0 {
+        if numbers.is_empty() || !numbers.len().is_multiple_of(3) {
             return Err(format!(
                 "id mapping '{spec}' is not a list of ID:MAPPED-ID:LENGTH triples"
             ));
