@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::OpResult;
 use crate::format;
-use crate::inode::{Inode, RealRef};
+use crate::inode::{Inode, Location, RealRef};
 use crate::layer::UPPER;
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType, OFlags, Stat, Timespec, Timestamps};
@@ -31,7 +31,11 @@ impl Overlay {
             return Ok(upper);
         }
         let source = inode.top().ok_or(Errno::STALE)?;
-        let parent = source.parent.clone().ok_or(Errno::STALE)?;
+        // The copy goes where the object shows: the dir it was found in.
+        let (parent, name) = match &source.loc {
+            Location::Child { parent, name } => (parent.clone(), name.clone()),
+            _ => return Err(Errno::STALE),
+        };
         let parent_upper = self.copy_up(&parent)?;
         let parent_fd = self.real_fd(&parent_upper)?;
         let source_fd = self.real_fd(&source)?;
@@ -55,7 +59,7 @@ impl Overlay {
                     work.fd(),
                     &temp,
                     parent_fd.as_fd(),
-                    &source.name,
+                    &name,
                     sys::RenameFlags::NOREPLACE,
                 );
                 if renamed.is_ok() {
@@ -77,15 +81,17 @@ impl Overlay {
                 return Err(e);
             }
         }
-        let placed_st = sys::stat_at(parent_fd.as_fd(), &source.name)?.ok_or(Errno::NOENT)?;
+        let placed_st = sys::stat_at(parent_fd.as_fd(), &name)?.ok_or(Errno::NOENT)?;
         let upper = RealRef {
             layer: UPPER,
             real_ino: placed_st.st_ino,
-            parent: Some(parent),
-            name: source.name.clone(),
+            loc: Location::Child {
+                parent,
+                name: name.clone(),
+            },
         };
         inode.set_upper(upper.clone());
-        tracing::debug!(ino = inode.ino, name = ?source.name, "copied up");
+        tracing::debug!(ino = inode.ino, ?name, "copied up");
         Ok(upper)
     }
 

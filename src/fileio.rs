@@ -149,7 +149,7 @@ impl Overlay {
         sys::fsync(handle.fd().as_fd(), data_only)?;
         // The copy-up that made the file is a rename in its dir: make it last too.
         if let Some(upper) = handle.inode.upper()
-            && let Some(parent) = &upper.parent
+            && let Some(parent) = upper.parent()
             && let Some(dir) = parent.upper()
         {
             let dir_fd = sys::reopen(
@@ -255,7 +255,7 @@ impl Overlay {
             ROOT_INO
         } else {
             dir.top()
-                .and_then(|r| r.parent.as_ref().map(|p| p.ino))
+                .and_then(|r| r.parent().map(|p| p.ino))
                 .unwrap_or(ROOT_INO)
         };
         let dots = [

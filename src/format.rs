@@ -45,6 +45,13 @@ impl XattrNamespace {
         })
     }
 
+    pub fn redirect(self) -> &'static OsStr {
+        OsStr::new(match self {
+            XattrNamespace::Trusted => "trusted.overlay.redirect",
+            XattrNamespace::User => "user.overlay.redirect",
+        })
+    }
+
     pub fn impure(self) -> &'static OsStr {
         OsStr::new(match self {
             XattrNamespace::Trusted => "trusted.overlay.impure",
@@ -141,6 +148,51 @@ pub fn xattr_names(list: &[u8]) -> impl Iterator<Item = &OsStr> {
         .map(OsStr::from_bytes)
 }
 
+/// Where a renamed dir's lower dirs are, as the `overlay.redirect` xattr
+/// says: a path from the overlay root, or a new name in the same parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redirect {
+    Absolute(Vec<std::ffi::OsString>),
+    Relative(std::ffi::OsString),
+}
+
+impl Redirect {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Redirect::Relative(name) => name.as_bytes().to_vec(),
+            Redirect::Absolute(path) => {
+                let mut out = Vec::new();
+                for component in path {
+                    out.push(b'/');
+                    out.extend_from_slice(component.as_bytes());
+                }
+                out
+            }
+        }
+    }
+
+    /// `None` for values the kernel rejects as an invalid redirect.
+    pub fn decode(value: &[u8]) -> Option<Redirect> {
+        if value.is_empty() || value.contains(&0) {
+            return None;
+        }
+        let Some(rest) = value.strip_prefix(b"/") else {
+            if value.contains(&b'/') || value == b"." || value == b".." {
+                return None;
+            }
+            return Some(Redirect::Relative(OsStr::from_bytes(value).to_os_string()));
+        };
+        let mut path = Vec::new();
+        for component in rest.split(|&b| b == b'/') {
+            if component.is_empty() || component == b"." || component == b".." {
+                return None;
+            }
+            path.push(OsStr::from_bytes(component).to_os_string());
+        }
+        Some(Redirect::Absolute(path))
+    }
+}
+
 /// The kernel's `struct ovl_fb` header: version, magic, len, flags, type,
 /// then a 16-byte filesystem UUID; the file handle bytes follow.
 const ORIGIN_HEADER: usize = 21;
@@ -214,6 +266,28 @@ impl Origin {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redirects_round_trip_and_reject_what_the_kernel_rejects() {
+        let abs = Redirect::Absolute(vec!["a".into(), "b c".into()]);
+        assert_eq!(abs.encode(), b"/a/b c".to_vec());
+        assert_eq!(Redirect::decode(b"/a/b c"), Some(abs));
+        assert_eq!(
+            Redirect::decode(b"name"),
+            Some(Redirect::Relative("name".into()))
+        );
+        for bad in [
+            &b""[..],
+            b"a/b",
+            b"/a//b",
+            b"/a/",
+            b"/",
+            b"/a/../b",
+            b"a\0b",
+        ] {
+            assert_eq!(Redirect::decode(bad), None, "{bad:?}");
+        }
+    }
+
     #[test]
     fn origins_round_trip_in_the_kernel_layout() {
         let origin = Origin {

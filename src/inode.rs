@@ -7,7 +7,7 @@
 //! object are one inode. The table is a sharded map (dashmap); there is no
 //! lock around a request as a whole.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -21,20 +21,48 @@ use crate::sys::FileType;
 /// The FUSE root inode number.
 pub const ROOT_INO: u64 = 1;
 
-/// Where one real object behind an overlay inode sits: in `layer`, named
-/// `name` inside the dir that `parent` has in that same layer (`None` for a
-/// layer root). `real_ino` lets a reopen check it found the same object.
+/// Where a real object sits in its layer, so it can be opened again.
+#[derive(Clone)]
+pub enum Location {
+    /// The layer's root dir.
+    Root,
+    /// `name` inside the dir that `parent` has in the same layer.
+    Child {
+        parent: Arc<Inode>,
+        name: Arc<OsStr>,
+    },
+    /// A path from the layer root: the lower dirs of a renamed
+    /// (redirected) dir, which no overlay inode leads to.
+    Path(Arc<[OsString]>),
+}
+
+/// One real object behind an overlay inode. `real_ino` lets a reopen check
+/// that it found the same object.
 #[derive(Clone)]
 pub struct RealRef {
     pub layer: LayerId,
     pub real_ino: u64,
-    pub parent: Option<Arc<Inode>>,
-    pub name: Arc<OsStr>,
+    pub loc: Location,
 }
 
 impl RealRef {
     pub fn is_upper(&self) -> bool {
         self.layer == UPPER
+    }
+
+    /// The overlay dir this object was found in, if it was found by name.
+    pub fn parent(&self) -> Option<&Arc<Inode>> {
+        match &self.loc {
+            Location::Child { parent, .. } => Some(parent),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> Option<&Arc<OsStr>> {
+        match &self.loc {
+            Location::Child { name, .. } => Some(name),
+            _ => None,
+        }
     }
 }
 
@@ -123,8 +151,7 @@ impl Inode {
     /// After a rename: the upper object now sits elsewhere.
     pub fn move_upper(&self, parent: Arc<Inode>, name: Arc<OsStr>) {
         if let Some(upper) = self.layers.write().upper.as_mut() {
-            upper.parent = Some(parent);
-            upper.name = name;
+            upper.loc = Location::Child { parent, name };
         }
     }
 
@@ -297,8 +324,7 @@ mod tests {
             lowers: vec![RealRef {
                 layer: 1,
                 real_ino: ino,
-                parent: None,
-                name: Arc::from(OsStr::new("x")),
+                loc: Location::Root,
             }],
         }
     }
@@ -331,8 +357,7 @@ mod tests {
         inode.set_upper(RealRef {
             layer: UPPER,
             real_ino: 99,
-            parent: None,
-            name: Arc::from(OsStr::new("x")),
+            loc: Location::Root,
         });
         table.lookup(5, FileType::RegularFile, lower_ref(5));
         assert!(inode.has_upper());

@@ -27,5 +27,6 @@ pub mod namespace;
 pub mod options;
 pub mod origin;
 pub mod overlay;
+pub mod redirect;
 pub mod sys;
 pub mod workdir;

@@ -6,8 +6,8 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::error::OpResult;
-use crate::format::{self, Opacity};
-use crate::inode::{Inode, Layers, RealRef};
+use crate::format::{self, Opacity, Redirect};
+use crate::inode::{Inode, Layers, Location, RealRef};
 use crate::layer::{LayerId, UPPER};
 use crate::origin::OriginInfo;
 use crate::overlay::{Attr, Overlay};
@@ -49,12 +49,17 @@ impl Overlay {
         }
         let dir = parent.layers();
         let name: Arc<OsStr> = Arc::from(name);
-        let make_ref = |layer: LayerId, st: &Stat| RealRef {
+        let make_ref = |layer: LayerId, st: &Stat, name: &Arc<OsStr>| RealRef {
             layer,
             real_ino: st.st_ino,
-            parent: Some(parent.clone()),
-            name: name.clone(),
+            loc: Location::Child {
+                parent: parent.clone(),
+                name: name.clone(),
+            },
         };
+        // The name the lower layers know the object by (a renamed dir's
+        // relative redirect changes it).
+        let mut lower_name = name.clone();
 
         let mut layers = Layers::default();
         let mut top: Option<Stat> = None;
@@ -68,9 +73,21 @@ impl Overlay {
                 Presence::WhitedOut => return Ok(None),
                 Presence::Absent => {}
                 Presence::Object(st) => {
-                    let upper = make_ref(UPPER, &st);
+                    let upper = make_ref(UPPER, &st, &name);
                     if sys::file_type(&st) == FileType::Directory {
                         search_lowers = !self.is_opaque(&upper)?;
+                        if search_lowers {
+                            match self.redirect_of(&upper)? {
+                                Some(Redirect::Absolute(path)) => {
+                                    layers.lowers = self.lowers_at_path(&path)?;
+                                    search_lowers = false;
+                                }
+                                Some(Redirect::Relative(renamed)) => {
+                                    lower_name = Arc::from(renamed.as_os_str())
+                                }
+                                None => {}
+                            }
+                        }
                     } else {
                         let fd = self.real_fd(&upper)?;
                         match self.origin_info(fd.as_fd())? {
@@ -89,12 +106,12 @@ impl Overlay {
 
         if search_lowers {
             for lower_dir in &dir.lowers {
-                match self.presence(lower_dir, &name)? {
+                match self.presence(lower_dir, &lower_name)? {
                     Presence::Absent => continue,
                     Presence::WhitedOut => break,
                     Presence::Object(st) => {
                         let is_dir = sys::file_type(&st) == FileType::Directory;
-                        let lower = make_ref(lower_dir.layer, &st);
+                        let lower = make_ref(lower_dir.layer, &st, &lower_name);
                         if upper_origin_only {
                             if top.is_some_and(|t| sys::file_type(&t) == sys::file_type(&st)) {
                                 layers.lowers.push(lower);

@@ -331,8 +331,14 @@ impl Overlay {
             return Err(Errno::EXIST);
         }
         let source_is_dir = source.kind == FileType::Directory;
-        if source_is_dir && !source.layers.lowers.is_empty() {
-            // Moving a dir with lower content needs a redirect: not yet.
+        // A dir with lower content moves with a redirect to its lower dirs;
+        // without xattrs to record one, it can't move (as in the kernel).
+        let source_redirect = source_is_dir && !source.layers.lowers.is_empty();
+        let target_redirect = exchange
+            && target
+                .as_ref()
+                .is_some_and(|t| t.kind == FileType::Directory && !t.layers.lowers.is_empty());
+        if (source_redirect || target_redirect) && self.xattr_ns().is_none() {
             return Err(Errno::XDEV);
         }
         if let Some(target) = &target {
@@ -341,9 +347,7 @@ impl Overlay {
             }
             let target_is_dir = target.kind == FileType::Directory;
             if exchange {
-                if target_is_dir && !target.layers.lowers.is_empty() {
-                    return Err(Errno::XDEV);
-                }
+                // Any two objects can swap.
             } else if target_is_dir != source_is_dir {
                 return Err(if target_is_dir {
                     Errno::ISDIR
@@ -388,16 +392,23 @@ impl Overlay {
         let target_lower = self.lower_has(new_parent, new_name)?;
         let target_upper = self.upper_entry(new_parent, new_name)?;
 
+        if source_redirect {
+            self.set_redirect(&source_inode)?;
+        }
         if exchange {
+            if let Some(t) = target_inode.as_ref().filter(|_| target_redirect) {
+                self.set_redirect(t)?;
+            }
             sys::rename(pfd, name, npfd, new_name, RenameFlags::EXCHANGE)?;
-            if source_is_dir && target_lower {
+            // A dir of upper content only, now at a name lower layers also
+            // have, must not merge with them.
+            if source_is_dir && !source_redirect && target_lower {
                 self.mark_opaque(npfd, new_name)?;
             }
-            if target
+            let target_is_dir = target
                 .as_ref()
-                .is_some_and(|t| t.kind == FileType::Directory)
-                && source_lower
-            {
+                .is_some_and(|t| t.kind == FileType::Directory);
+            if target_is_dir && !target_redirect && source_lower {
                 self.mark_opaque(pfd, name)?;
             }
             if let Some(t) = &target_inode {
@@ -407,7 +418,7 @@ impl Overlay {
             return Ok(());
         }
 
-        if source_is_dir && target_lower {
+        if source_is_dir && !source_redirect && target_lower {
             // The lower dir of the new name must not merge into this one.
             self.mark_opaque(pfd, name)?;
         }
@@ -467,7 +478,7 @@ impl Overlay {
             if inode.ino == ino {
                 return true;
             }
-            current = inode.top().and_then(|r| r.parent.clone());
+            current = inode.top().and_then(|r| r.parent().cloned());
         }
         false
     }

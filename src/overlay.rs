@@ -4,7 +4,6 @@
 //! The operations live in their own modules (`lookup`, `dirmerge`, `copyup`,
 //! `namespace`, `attr`, `fileio`), each an `impl Overlay` block.
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
 use crate::handles::Handles;
 use crate::idmap::{OverrideStat, Ownership};
-use crate::inode::{Inode, InodeTable, Layers, ROOT_INO, RealRef};
+use crate::inode::{Inode, InodeTable, Layers, Location, ROOT_INO, RealRef};
 use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::sys::{self, Errno, Stat};
 use crate::workdir::{Capabilities, WorkDir};
@@ -95,8 +94,7 @@ impl Overlay {
             Ok(RealRef {
                 layer,
                 real_ino: st.st_ino,
-                parent: None,
-                name: Arc::from(OsStr::new("")),
+                loc: Location::Root,
             })
         };
         let upper = match self.layers.upper() {
@@ -135,7 +133,7 @@ impl Overlay {
     /// name from its parent (itself found the same way). Iterative, so a
     /// deep tree cannot exhaust the stack.
     pub fn real_fd(&self, target: &RealRef) -> OpResult<Arc<OwnedFd>> {
-        if target.parent.is_none() {
+        if let Location::Root = target.loc {
             return self.layer_root_fd(target.layer);
         }
         if let Some(fd) = self.fds.get(target.layer, target.real_ino) {
@@ -145,11 +143,17 @@ impl Overlay {
         let mut chain = vec![target.clone()];
         let mut base = loop {
             let current = chain.last().ok_or(Errno::STALE)?;
-            let Some(parent) = &current.parent else {
-                break self.layer_root_fd(current.layer)?;
+            let parent = match &current.loc {
+                Location::Root => break self.layer_root_fd(current.layer)?,
+                Location::Path(path) => {
+                    let fd = self.open_by_path(current.layer, path, current.real_ino)?;
+                    chain.pop();
+                    break fd;
+                }
+                Location::Child { parent, .. } => parent,
             };
             let parent_ref = parent.in_layer(current.layer).ok_or(Errno::STALE)?;
-            if parent_ref.parent.is_none() {
+            if let Location::Root = parent_ref.loc {
                 break self.layer_root_fd(parent_ref.layer)?;
             }
             if let Some(fd) = self.fds.get(parent_ref.layer, parent_ref.real_ino) {
@@ -158,17 +162,49 @@ impl Overlay {
             chain.push(parent_ref);
         };
         while let Some(step) = chain.pop() {
-            let fd = sys::open_path(base.as_fd(), &step.name)?;
-            let st = sys::fstat(fd.as_fd())?;
-            if st.st_ino != step.real_ino {
-                // The layer changed behind the mount's back.
-                return Err(Errno::STALE);
-            }
-            let fd = Arc::new(fd);
-            self.fds.insert(step.layer, step.real_ino, fd.clone());
-            base = fd;
+            let name = step.name().ok_or(Errno::STALE)?;
+            let fd = sys::open_path(base.as_fd(), name)?;
+            base = self.remember_fd(&step, fd)?;
         }
         Ok(base)
+    }
+
+    /// Opens a real object by its path from the layer root, one component
+    /// at a time and never through a symlink.
+    fn open_by_path(
+        &self,
+        layer: LayerId,
+        path: &[std::ffi::OsString],
+        real_ino: u64,
+    ) -> OpResult<Arc<OwnedFd>> {
+        let root = self.layer_root_fd(layer)?;
+        let mut current: Option<OwnedFd> = None;
+        for component in path {
+            let dir = current.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
+            current = Some(sys::open_path(dir, component)?);
+        }
+        let Some(fd) = current else {
+            return Ok(root);
+        };
+        let target = RealRef {
+            layer,
+            real_ino,
+            loc: Location::Root,
+        };
+        self.remember_fd(&target, fd)
+    }
+
+    /// Checks a freshly opened fd is the object expected, and caches it.
+    fn remember_fd(&self, expected: &RealRef, fd: OwnedFd) -> OpResult<Arc<OwnedFd>> {
+        let st = sys::fstat(fd.as_fd())?;
+        if st.st_ino != expected.real_ino {
+            // The layer changed behind the mount's back.
+            return Err(Errno::STALE);
+        }
+        let fd = Arc::new(fd);
+        self.fds
+            .insert(expected.layer, expected.real_ino, fd.clone());
+        Ok(fd)
     }
 
     fn layer_root_fd(&self, layer: LayerId) -> OpResult<Arc<OwnedFd>> {

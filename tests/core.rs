@@ -583,20 +583,50 @@ fn rename_noreplace_and_exchange() {
     env.assert_work_clean();
 }
 
+/// A dir whose content is in a lower layer moves with a redirect: no data
+/// is copied, the old name is whited out, and the move survives a remount.
 #[test]
-fn rename_dir_with_lower_content_is_exdev() {
+fn rename_dir_with_lower_content_moves_by_redirect() {
     let env = Env::new(1);
-    put(&env.l(0, "d/f"), "");
+    put(&env.l(0, "d/f"), "F");
+    put(&env.l(0, "d/sub/g"), "G");
     let ov = env.mount();
-    let _d = must(&ov, "d");
-    assert_eq!(mv(&ov, "d", "e", 0), Err(Errno::XDEV));
-    assert!(walk(&ov, "d/f").is_ok() && walk(&ov, "e").is_err());
-    // An upper-only dir moves fine.
+    let d = must(&ov, "d");
+    let ino = d.ino;
+    mv(&ov, "d", "e", 0).expect("rename a lower dir");
+    assert!(walk(&ov, "d").is_err(), "old name gone");
+    assert_eq!(cat(&ov, "e/f"), "F");
+    assert_eq!(cat(&ov, "e/sub/g"), "G");
+    assert_eq!(ino_of(&ov, "e"), ino, "st_ino kept");
+    assert!(is_whiteout(&env.u("d")), "whiteout left at the old name");
+    assert!(
+        disk_names(&env.u("e")).is_empty(),
+        "no data copied: {:?}",
+        disk_names(&env.u("e"))
+    );
+    assert_eq!(
+        get_xattr(&env.u("e"), "trusted.overlay.redirect").as_deref(),
+        Some(&b"/d"[..])
+    );
+    mkdir(&ov, "d").unwrap();
+    assert!(
+        merged(&ov, "d").is_empty(),
+        "a new dir at the old name shows no lower entries"
+    );
+    // Moving it again keeps pointing at the lower dir.
+    mv(&ov, "e", "d/deeper", 0).expect("second rename");
+    assert_eq!(cat(&ov, "d/deeper/sub/g"), "G");
+    drop(ov);
+    let ov = env.mount();
+    assert_eq!(cat(&ov, "d/deeper/f"), "F", "after remount");
+    assert_eq!(ino_of(&ov, "d/deeper"), ino, "st_ino kept across remount");
+    assert!(walk(&ov, "e").is_err());
+    // An upper-only dir moves without a redirect.
     mkdir(&ov, "u").unwrap();
     create_file(&ov, "u/inner", "i");
     mv(&ov, "u", "v", 0).expect("rename upper-only dir");
     assert_eq!(cat(&ov, "v/inner"), "i");
-    assert_eq!(env.upper_names(), ["v"], "EXDEV copied d up");
+    assert_eq!(get_xattr(&env.u("v"), "trusted.overlay.redirect"), None);
 }
 
 /// Kernel overlayfs keeps reading the old file through an fd opened before
