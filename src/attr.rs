@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use crate::copyup::CopyUp;
 use crate::error::OpResult;
 use crate::format;
 use crate::idmap::OverrideStat;
@@ -43,7 +44,12 @@ impl Overlay {
         open_fd: Option<&std::os::fd::OwnedFd>,
     ) -> OpResult<Attr> {
         self.writable()?;
-        let upper = self.copy_up(inode)?;
+        let want = match change.size {
+            Some(0) => CopyUp::Truncate,
+            Some(_) => CopyUp::Data,
+            None => CopyUp::MetaOnly,
+        };
+        let upper = self.copy_up_with(inode, want)?;
         let fd = self.real_fd(&upper)?;
         let own = &self.options.ownership;
         let uid = change
@@ -163,7 +169,7 @@ impl Overlay {
         if format::is_private_xattr(name) {
             return Err(Errno::PERM);
         }
-        let upper = self.copy_up(inode)?;
+        let upper = self.copy_up_with(inode, CopyUp::MetaOnly)?;
         let fd = self.real_fd(&upper)?;
         sys::set_xattr(fd.as_fd(), name, value, flags)
     }
@@ -178,7 +184,7 @@ impl Overlay {
         if sys::get_xattr(self.real_fd(&top)?.as_fd(), name)?.is_none() {
             return Err(Errno::NODATA);
         }
-        let upper = self.copy_up(inode)?;
+        let upper = self.copy_up_with(inode, CopyUp::MetaOnly)?;
         let fd = self.real_fd(&upper)?;
         sys::remove_xattr(fd.as_fd(), name)
     }

@@ -19,15 +19,39 @@ use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType, OFlags, Stat, Timespec, Timestamps};
 use crate::workdir::WorkDir;
 
+/// How much of a lower file a copy-up must bring along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyUp {
+    /// Data and metadata: the file is about to be written.
+    Data,
+    /// Metadata only (with `metacopy=on`): only attributes change; reads
+    /// keep going to the lower file until the first write.
+    MetaOnly,
+    /// No data: the file is about to be truncated to zero.
+    Truncate,
+}
+
 impl Overlay {
     /// The upper object of `inode`, copying it up first if it has none.
     pub fn copy_up(&self, inode: &Arc<Inode>) -> OpResult<RealRef> {
+        self.copy_up_with(inode, CopyUp::Data)
+    }
+
+    /// Copy-up that brings only as much as `want` needs.
+    pub fn copy_up_with(&self, inode: &Arc<Inode>, want: CopyUp) -> OpResult<RealRef> {
         if let Some(upper) = inode.upper() {
+            if want != CopyUp::MetaOnly && inode.is_metacopy() {
+                self.finish_metacopy(inode, want)?;
+            }
             return Ok(upper);
         }
         let work = self.writable()?;
-        let _one_at_a_time = inode.copy_up_lock.lock();
+        let one_at_a_time = inode.copy_up_lock.lock();
         if let Some(upper) = inode.upper() {
+            drop(one_at_a_time);
+            if want != CopyUp::MetaOnly && inode.is_metacopy() {
+                self.finish_metacopy(inode, want)?;
+            }
             return Ok(upper);
         }
         let source = inode.top().ok_or(Errno::STALE)?;
@@ -41,8 +65,13 @@ impl Overlay {
         let source_fd = self.real_fd(&source)?;
         let st = sys::fstat(source_fd.as_fd())?;
 
+        let mode = match want {
+            CopyUp::MetaOnly if !self.can_metacopy(&st) => CopyUp::Data,
+            CopyUp::Truncate if sys::file_type(&st) != FileType::RegularFile => CopyUp::Data,
+            other => other,
+        };
         let temp = work.temp_name();
-        if let Err(e) = self.build_copy(work, &temp, source_fd.as_fd(), source.layer, &st) {
+        if let Err(e) = self.build_copy(work, &temp, source_fd.as_fd(), source.layer, &st, mode) {
             work.remove(&temp);
             return Err(e);
         }
@@ -90,9 +119,50 @@ impl Overlay {
                 name: name.clone(),
             },
         };
-        inode.set_upper(upper.clone());
-        tracing::debug!(ino = inode.ino, ?name, "copied up");
+        inode.set_upper(upper.clone(), mode == CopyUp::MetaOnly);
+        tracing::debug!(ino = inode.ino, ?name, ?mode, "copied up");
         Ok(upper)
+    }
+
+    /// Whether a file may be copied up without its data: metacopy is on,
+    /// overlay xattrs can be written, and it is a plain file with one name.
+    fn can_metacopy(&self, st: &Stat) -> bool {
+        self.options.metacopy
+            && self.xattr_ns().is_some()
+            && sys::file_type(st) == FileType::RegularFile
+            && st.st_nlink == 1
+    }
+
+    /// Brings the data of a metacopy file up (or, before a truncate to
+    /// zero, drops the need for it). The metacopy mark goes last, so a
+    /// crash leaves a file that still reads from the lower one.
+    fn finish_metacopy(&self, inode: &Arc<Inode>, want: CopyUp) -> OpResult<()> {
+        let _one_at_a_time = inode.copy_up_lock.lock();
+        let layers = inode.layers();
+        if !layers.metacopy {
+            return Ok(());
+        }
+        let upper = layers.upper.as_ref().ok_or(Errno::STALE)?;
+        let upper_fd = self.real_fd(upper)?;
+        let before = sys::fstat(upper_fd.as_fd())?;
+        let writable = sys::reopen(upper_fd.as_fd(), OFlags::WRONLY)?;
+        if want == CopyUp::Truncate {
+            sys::ftruncate(writable.as_fd(), 0)?;
+        } else {
+            let source = layers.lowers.first().ok_or(Errno::IO)?;
+            let from = sys::reopen(self.real_fd(source)?.as_fd(), OFlags::RDONLY)?;
+            sys::copy_file_data(from.as_fd(), writable.as_fd(), before.st_size as u64)?;
+        }
+        sys::set_times(upper_fd.as_fd(), &times_of(&before))?;
+        for ns in format::READ_NAMESPACES {
+            match sys::remove_xattr(upper_fd.as_fd(), ns.metacopy()) {
+                Ok(()) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        inode.clear_metacopy();
+        tracing::debug!(ino = inode.ino, ?want, "metacopy completed");
+        Ok(())
     }
 
     /// Makes a copy of the object `source` (stat `st`) named `temp` in the
@@ -104,13 +174,21 @@ impl Overlay {
         source: BorrowedFd<'_>,
         layer: crate::layer::LayerId,
         st: &Stat,
+        mode: CopyUp,
     ) -> OpResult<()> {
         let kind = sys::file_type(st);
         match kind {
             FileType::RegularFile => {
-                let from = sys::reopen(source, OFlags::RDONLY)?;
                 let to = sys::create_file(work.fd(), temp, OFlags::WRONLY, 0o600)?;
-                sys::copy_file_data(from.as_fd(), to.as_fd(), st.st_size as u64)?;
+                match mode {
+                    CopyUp::Data => {
+                        let from = sys::reopen(source, OFlags::RDONLY)?;
+                        sys::copy_file_data(from.as_fd(), to.as_fd(), st.st_size as u64)?;
+                    }
+                    // A sparse file of the right size: no data blocks.
+                    CopyUp::MetaOnly => sys::ftruncate(to.as_fd(), st.st_size as u64)?,
+                    CopyUp::Truncate => {}
+                }
             }
             FileType::Directory => sys::mkdir(work.fd(), temp, 0o700)?,
             FileType::Symlink => {
@@ -140,6 +218,11 @@ impl Overlay {
             // without an index, so the other names keep theirs.
             let origin = self.origin_value(source, layer);
             sys::set_xattr(copy.as_fd(), ns.origin(), &origin, 0)?;
+        }
+        if mode == CopyUp::MetaOnly
+            && let Some(ns) = self.xattr_ns()
+        {
+            sys::set_xattr(copy.as_fd(), ns.metacopy(), b"", 0)?;
         }
         give_owner(copy.as_fd(), st.st_uid, st.st_gid)?;
         if kind != FileType::Symlink {

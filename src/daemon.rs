@@ -49,6 +49,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
             .unwrap_or(OverlayOptions::default().cache_ttl),
         no_sync: plan.options.no_sync,
         ownership: plan.options.ownership.clone(),
+        metacopy: plan.options.metacopy,
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::copyup::CopyUp;
 use crate::dirmerge::DirEntry;
 use crate::error::OpResult;
 use crate::handles::{DirHandle, FileHandle};
@@ -45,9 +46,14 @@ impl Overlay {
         let writable = wants_write(flags);
         let source = if writable {
             self.writable()?;
-            self.copy_up(inode)?
+            let want = if flags & libc::O_TRUNC != 0 {
+                CopyUp::Truncate
+            } else {
+                CopyUp::Data
+            };
+            self.copy_up_with(inode, want)?
         } else {
-            inode.top().ok_or(Errno::STALE)?
+            inode.data().ok_or(Errno::STALE)?
         };
         let path_fd = self.real_fd(&source)?;
         let mut real_flags = real_open_flags(flags);
@@ -81,7 +87,7 @@ impl Overlay {
     /// soon as there is one.
     fn read_fd(&self, handle: &FileHandle) -> OpResult<Arc<OwnedFd>> {
         if !handle.on_upper.load(Ordering::Acquire)
-            && let Some(upper) = handle.inode.upper()
+            && let Some(upper) = handle.inode.data().filter(|d| d.is_upper())
         {
             let path_fd = self.real_fd(&upper)?;
             let fresh = Arc::new(sys::reopen(path_fd.as_fd(), OFlags::RDONLY)?);
@@ -131,8 +137,12 @@ impl Overlay {
     /// Attributes through an open file, which works after its last name is gone.
     pub fn getattr_open(&self, fh: u64) -> OpResult<crate::overlay::Attr> {
         let handle = self.file(fh)?;
-        let fd = self.read_fd(&handle)?;
-        let stat = sys::fstat(fd.as_fd())?;
+        if !handle.on_upper.load(Ordering::Acquire) {
+            // A lower file (or the data of a metacopy one): the inode's
+            // attributes are the ones that count.
+            return self.attr_of(&handle.inode);
+        }
+        let stat = sys::fstat(handle.fd().as_fd())?;
         let layers = handle.inode.layers();
         Ok(self.attr_from(handle.inode.ino, stat, &layers))
     }

@@ -52,6 +52,13 @@ impl XattrNamespace {
         })
     }
 
+    pub fn metacopy(self) -> &'static OsStr {
+        OsStr::new(match self {
+            XattrNamespace::Trusted => "trusted.overlay.metacopy",
+            XattrNamespace::User => "user.overlay.metacopy",
+        })
+    }
+
     pub fn impure(self) -> &'static OsStr {
         OsStr::new(match self {
             XattrNamespace::Trusted => "trusted.overlay.impure",

@@ -72,12 +72,23 @@ impl RealRef {
 pub struct Layers {
     pub upper: Option<RealRef>,
     pub lowers: Vec<RealRef>,
+    /// The upper copy holds metadata only; the data is still in `lowers[0]`.
+    pub metacopy: bool,
 }
 
 impl Layers {
-    /// The object that answers reads: the upper copy if there is one.
+    /// The object that answers for metadata: the upper copy if there is one.
     pub fn top(&self) -> Option<&RealRef> {
         self.upper.as_ref().or_else(|| self.lowers.first())
+    }
+
+    /// The object that holds the data.
+    pub fn data(&self) -> Option<&RealRef> {
+        if self.metacopy {
+            self.lowers.first()
+        } else {
+            self.top()
+        }
     }
 
     pub fn in_layer(&self, layer: LayerId) -> Option<&RealRef> {
@@ -144,8 +155,23 @@ impl Inode {
         !self.layers.read().lowers.is_empty()
     }
 
-    pub fn set_upper(&self, upper: RealRef) {
-        self.layers.write().upper = Some(upper);
+    pub fn set_upper(&self, upper: RealRef, metacopy: bool) {
+        let mut layers = self.layers.write();
+        layers.upper = Some(upper);
+        layers.metacopy = metacopy;
+    }
+
+    pub fn is_metacopy(&self) -> bool {
+        self.layers.read().metacopy
+    }
+
+    /// The data copy-up of a metacopy file is done.
+    pub fn clear_metacopy(&self) {
+        self.layers.write().metacopy = false;
+    }
+
+    pub fn data(&self) -> Option<RealRef> {
+        self.layers.read().data().cloned()
     }
 
     /// After a rename: the upper object now sits elsewhere.
@@ -326,6 +352,7 @@ mod tests {
                 real_ino: ino,
                 loc: Location::Root,
             }],
+            metacopy: false,
         }
     }
 
@@ -354,11 +381,14 @@ mod tests {
     fn a_lookup_without_upper_keeps_a_copy_up() {
         let table = InodeTable::new();
         let inode = table.lookup(5, FileType::RegularFile, lower_ref(5));
-        inode.set_upper(RealRef {
-            layer: UPPER,
-            real_ino: 99,
-            loc: Location::Root,
-        });
+        inode.set_upper(
+            RealRef {
+                layer: UPPER,
+                real_ino: 99,
+                loc: Location::Root,
+            },
+            false,
+        );
         table.lookup(5, FileType::RegularFile, lower_ref(5));
         assert!(inode.has_upper());
     }

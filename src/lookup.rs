@@ -96,6 +96,13 @@ impl Overlay {
                             OriginInfo::Unknown => upper_origin_only = true,
                             OriginInfo::None => {}
                         }
+                        if sys::file_type(&st) == FileType::RegularFile
+                            && self.is_metacopy_file(fd.as_fd())?
+                        {
+                            // Its data is the lower file of the same name.
+                            layers.metacopy = true;
+                            upper_origin_only = true;
+                        }
                         search_lowers = upper_origin_only;
                     }
                     layers.upper = Some(upper);
@@ -183,6 +190,17 @@ impl Overlay {
             }
         }
         Ok(sys::stat_at(fd.as_fd(), OsStr::new(format::OCI_OPAQUE_MARKER))?.is_some())
+    }
+
+    fn is_metacopy_file(&self, fd: std::os::fd::BorrowedFd<'_>) -> OpResult<bool> {
+        for ns in format::READ_NAMESPACES {
+            match sys::get_xattr(fd, ns.metacopy()) {
+                Ok(Some(_)) => return Ok(true),
+                Ok(None) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
     }
 
     /// Whether any lower layer of `parent` shows `name` (so removing or

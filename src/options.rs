@@ -21,6 +21,8 @@ pub struct MountOptions {
     pub no_sync: bool,
     /// `timeout=SECONDS`: how long the kernel may cache entries.
     pub timeout: Option<f64>,
+    /// `metacopy=on`: attribute changes copy up metadata only.
+    pub metacopy: bool,
     /// uidmapping=, gidmapping=, squash_to_*, xattr_permissions=.
     pub ownership: Ownership,
     /// Items cowfs accepted without acting on them, or did not know.
@@ -123,6 +125,17 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
             "suid" => out.nosuid = false,
             "exec" => out.noexec = false,
             "volatile" => out.no_sync = true,
+            "metacopy" => {
+                out.metacopy = match need(value)?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(format!(
+                            "option 'metacopy' must be on or off, not '{other}'"
+                        ));
+                    }
+                }
+            }
             "fsync" => out.no_sync = need(value)? == "0",
             "timeout" => {
                 let v = need(value)?;

@@ -29,6 +29,8 @@ pub struct OverlayOptions {
     pub no_sync: bool,
     /// How owners are shown and stored.
     pub ownership: Ownership,
+    /// Copy up metadata only for attribute changes (the kernel's metacopy=on).
+    pub metacopy: bool,
 }
 
 impl Default for OverlayOptions {
@@ -38,6 +40,7 @@ impl Default for OverlayOptions {
             cache_ttl: Duration::from_secs(1),
             no_sync: false,
             ownership: Ownership::default(),
+            metacopy: false,
         }
     }
 }
@@ -108,7 +111,11 @@ impl Overlay {
         Ok(Arc::new(Inode::new(
             ROOT_INO,
             sys::FileType::Directory,
-            Layers { upper, lowers },
+            Layers {
+                upper,
+                lowers,
+                metacopy: false,
+            },
         )))
     }
 
@@ -233,7 +240,13 @@ impl Overlay {
     pub fn attr_of(&self, inode: &Inode) -> OpResult<Attr> {
         let layers = inode.layers();
         let top = layers.top().ok_or(Errno::STALE)?;
-        let stat = self.stat_ref(top)?;
+        let mut stat = self.stat_ref(top)?;
+        if layers.metacopy
+            && let Some(data) = layers.data()
+        {
+            // The upper copy is sparse; the blocks in use are the lower's.
+            stat.st_blocks = self.stat_ref(data)?.st_blocks;
+        }
         Ok(self.attr_from(inode.ino, stat, &layers))
     }
 
