@@ -50,6 +50,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         no_sync: plan.options.no_sync,
         ownership: plan.options.ownership.clone(),
         metacopy: plan.options.metacopy,
+        passthrough: plan.options.passthrough,
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,

@@ -61,22 +61,30 @@ impl Overlay {
             real_flags.remove(OFlags::NOATIME);
         }
         let fd = sys::reopen(path_fd.as_fd(), real_flags)?;
-        Ok(self.register_file(inode.clone(), fd, source.is_upper(), writable))
+        let id = (source.layer, source.real_ino);
+        Ok(self.register_file(inode.clone(), fd, id, writable))
     }
 
+    /// Keeps an open real file under a new handle number.
     pub fn register_file(
         &self,
         inode: Arc<Inode>,
         fd: OwnedFd,
-        on_upper: bool,
+        source: (crate::layer::LayerId, u64),
         writable: bool,
     ) -> u64 {
         self.handles.add_file(FileHandle {
             inode,
             fd: RwLock::new(Arc::new(fd)),
-            on_upper: AtomicBool::new(on_upper),
+            on_upper: AtomicBool::new(source.0 == crate::layer::UPPER),
             writable,
+            source,
         })
+    }
+
+    /// The real file behind a handle and the object it is.
+    pub fn open_file(&self, fh: u64) -> Option<(Arc<OwnedFd>, (crate::layer::LayerId, u64))> {
+        self.handles.file(fh).map(|h| (h.fd(), h.source))
     }
 
     fn file(&self, fh: u64) -> OpResult<Arc<FileHandle>> {

@@ -9,6 +9,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::dirmerge::DirEntry;
 use crate::inode::Inode;
+use crate::layer::LayerId;
 
 pub struct FileHandle {
     pub inode: Arc<Inode>,
@@ -17,6 +18,9 @@ pub struct FileHandle {
     pub fd: RwLock<Arc<OwnedFd>>,
     pub on_upper: AtomicBool,
     pub writable: bool,
+    /// The real object opened (layer, real inode number), so that all opens
+    /// of one inode on one real file can share a passthrough backing.
+    pub source: (LayerId, u64),
 }
 
 impl FileHandle {

@@ -23,6 +23,8 @@ pub struct MountOptions {
     pub timeout: Option<f64>,
     /// `metacopy=on`: attribute changes copy up metadata only.
     pub metacopy: bool,
+    /// `passthrough=off` keeps all file I/O in the daemon.
+    pub passthrough: bool,
     /// uidmapping=, gidmapping=, squash_to_*, xattr_permissions=.
     pub ownership: Ownership,
     /// Items cowfs accepted without acting on them, or did not know.
@@ -99,7 +101,10 @@ pub fn split_options(spec: &str) -> Vec<String> {
 
 /// Parses every `-o` argument given; later items win.
 pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
-    let mut out = MountOptions::default();
+    let mut out = MountOptions {
+        passthrough: true,
+        ..MountOptions::default()
+    };
     for item in specs.iter().flat_map(|s| split_options(s)) {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v)),
@@ -125,6 +130,7 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
             "suid" => out.nosuid = false,
             "exec" => out.noexec = false,
             "volatile" => out.no_sync = true,
+            "passthrough" => out.passthrough = on_off(key, &need(value)?)?,
             "metacopy" => {
                 out.metacopy = match need(value)?.as_str() {
                     "on" => true,
@@ -172,6 +178,14 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
         }
     }
     Ok(out)
+}
+
+fn on_off(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "1" | "true" => Ok(true),
+        "off" | "0" | "false" => Ok(false),
+        other => Err(format!("option '{key}' must be on or off, not '{other}'")),
+    }
 }
 
 fn parse_id(key: &str, value: &str) -> Result<u32, String> {

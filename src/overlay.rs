@@ -31,6 +31,8 @@ pub struct OverlayOptions {
     pub ownership: Ownership,
     /// Copy up metadata only for attribute changes (the kernel's metacopy=on).
     pub metacopy: bool,
+    /// Let the kernel do I/O on open files directly (FUSE passthrough).
+    pub passthrough: bool,
 }
 
 impl Default for OverlayOptions {
@@ -41,6 +43,7 @@ impl Default for OverlayOptions {
             no_sync: false,
             ownership: Ownership::default(),
             metacopy: false,
+            passthrough: true,
         }
     }
 }

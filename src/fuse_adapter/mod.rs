@@ -7,32 +7,41 @@ use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle,
-    FileType as FuseType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::attr::{SetAttr, SetTime};
+use crate::attr::SetAttr;
 use crate::error::Errno;
 use crate::inode::Inode;
 use crate::namespace::{NewKind, NewObject};
 use crate::overlay::{Attr, Overlay};
-use crate::sys::FileType;
+
+mod convert;
+mod passthrough;
+
+use convert::{file_attr, kind_of, reply_xattr, set_time};
+use passthrough::{Backings, OpenMode};
 
 pub struct CowFs {
     overlay: Arc<Overlay>,
     ttl: Duration,
+    backings: Backings,
 }
 
 impl CowFs {
     pub fn new(overlay: Arc<Overlay>) -> CowFs {
         let ttl = overlay.options.cache_ttl;
-        CowFs { overlay, ttl }
+        CowFs {
+            overlay,
+            ttl,
+            backings: Backings::default(),
+        }
     }
 }
 
@@ -48,74 +57,14 @@ fn guarded(op: &'static str, body: impl FnOnce()) {
     }
 }
 
-fn kind_of(kind: FileType) -> FuseType {
-    match kind {
-        FileType::Directory => FuseType::Directory,
-        FileType::Symlink => FuseType::Symlink,
-        FileType::CharacterDevice => FuseType::CharDevice,
-        FileType::BlockDevice => FuseType::BlockDevice,
-        FileType::Fifo => FuseType::NamedPipe,
-        FileType::Socket => FuseType::Socket,
-        _ => FuseType::RegularFile,
-    }
-}
-
-fn time(secs: i64, nanos: u64) -> SystemTime {
-    let nanos = Duration::from_nanos(nanos.min(999_999_999));
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
-    }
-}
-
-fn file_attr(attr: &Attr) -> FileAttr {
-    let st = &attr.stat;
-    FileAttr {
-        ino: INodeNo(attr.ino),
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: time(st.st_atime, st.st_atime_nsec),
-        mtime: time(st.st_mtime, st.st_mtime_nsec),
-        ctime: time(st.st_ctime, st.st_ctime_nsec),
-        crtime: UNIX_EPOCH,
-        kind: kind_of(crate::sys::file_type(st)),
-        perm: (st.st_mode & 0o7777) as u16,
-        nlink: st.st_nlink as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev as u32,
-        blksize: st.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
-    t.map(|t| match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(at) => match at.duration_since(UNIX_EPOCH) {
-            Ok(d) => SetTime::At {
-                secs: d.as_secs() as i64,
-                nanos: d.subsec_nanos(),
-            },
-            Err(before) => {
-                let d = before.duration();
-                SetTime::At {
-                    secs: -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0),
-                    nanos: if d.subsec_nanos() > 0 {
-                        1_000_000_000 - d.subsec_nanos()
-                    } else {
-                        0
-                    },
-                }
-            }
-        },
-    })
-}
-
 impl CowFs {
     fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, FuseErrno> {
         self.overlay.inode(ino.0).map_err(errno)
+    }
+
+    /// Whether an open real file can't be swapped for a copy-up while open.
+    fn stays(&self, key: (crate::layer::LayerId, u64)) -> bool {
+        key.0 == crate::layer::UPPER || self.overlay.is_read_only()
     }
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<(Arc<Inode>, Attr), Errno>) {
@@ -163,6 +112,19 @@ impl Filesystem for CowFs {
         if let Err(missing) = config.add_capabilities(offered) {
             tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
         }
+        // Passthrough needs CAP_SYS_ADMIN to register backing files.
+        if self.overlay.options.passthrough
+            && crate::sys::euid() == 0
+            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.backings.enable();
+        }
+        tracing::info!(
+            passthrough = self.backings.is_enabled(),
+            "FUSE session started"
+        );
         Ok(())
     }
 
@@ -374,7 +336,22 @@ impl Filesystem for CowFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || match self.inode(ino) {
             Ok(inode) => match self.overlay.open(&inode, flags.0) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    let Some((fd, key)) = self.overlay.open_file(fh) else {
+                        return reply.error(FuseErrno::EIO);
+                    };
+                    let stays = self.stays(key);
+                    let backing = || reply.open_backing(fd.as_fd());
+                    match self.backings.for_open(ino.0, key, stays, fh, backing) {
+                        OpenMode::Passthrough(id) => {
+                            reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+                        }
+                        // Nothing changes a file behind this mount: keep its pages.
+                        OpenMode::Cached => {
+                            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                        }
+                    }
+                }
                 Err(e) => reply.error(errno(e)),
             },
             Err(e) => reply.error(e),
@@ -430,13 +407,14 @@ impl Filesystem for CowFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.release(ino.0, fh.0);
         self.overlay.release(fh.0);
         reply.ok();
     }
@@ -668,14 +646,35 @@ impl Filesystem for CowFs {
             match self.overlay.create(&parent, name, new) {
                 Ok((inode, attr, Some(fd))) => {
                     let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-                    let fh = self.overlay.register_file(inode, fd, true, writable);
-                    reply.created(
-                        &self.ttl,
-                        &file_attr(&attr),
-                        Generation(0),
-                        FileHandle(fh),
-                        FopenFlags::empty(),
-                    );
+                    let real_ino = match crate::sys::fstat(fd.as_fd()) {
+                        Ok(st) => st.st_ino,
+                        Err(e) => return reply.error(errno(e)),
+                    };
+                    let ino = inode.ino;
+                    let key = (crate::layer::UPPER, real_ino);
+                    let fh = self.overlay.register_file(inode, fd, key, writable);
+                    let Some((fd, _)) = self.overlay.open_file(fh) else {
+                        return reply.error(FuseErrno::EIO);
+                    };
+                    let attr = file_attr(&attr);
+                    let backing = || reply.open_backing(fd.as_fd());
+                    match self.backings.for_open(ino, key, true, fh, backing) {
+                        OpenMode::Passthrough(id) => reply.created_passthrough(
+                            &self.ttl,
+                            &attr,
+                            Generation(0),
+                            FileHandle(fh),
+                            FopenFlags::empty(),
+                            &id,
+                        ),
+                        OpenMode::Cached => reply.created(
+                            &self.ttl,
+                            &attr,
+                            Generation(0),
+                            FileHandle(fh),
+                            FopenFlags::empty(),
+                        ),
+                    }
                 }
                 Ok(_) => reply.error(FuseErrno::EIO),
                 Err(e) => reply.error(errno(e)),
@@ -738,15 +737,6 @@ impl Filesystem for CowFs {
                 Err(e) => reply.error(errno(e)),
             }
         });
-    }
-}
-
-fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, Errno>) {
-    match value {
-        Ok(value) if size == 0 => reply.size(value.len() as u32),
-        Ok(value) if value.len() > size as usize => reply.error(FuseErrno::ERANGE),
-        Ok(value) => reply.data(&value),
-        Err(e) => reply.error(errno(e)),
     }
 }
 
