@@ -33,7 +33,7 @@ pub struct SetAttr {
 }
 
 impl Overlay {
-    pub fn getattr(&self, inode: &Inode) -> OpResult<Attr> {
+    pub fn getattr(&self, inode: &Arc<Inode>) -> OpResult<Attr> {
         self.attr_of(inode)
     }
 

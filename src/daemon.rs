@@ -27,6 +27,8 @@ pub struct RunSettings {
 /// or, in the parent of a daemon, once the mount is live.
 pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     let fd_budget = sys::raise_fd_limit();
+    // Modes of new objects are computed per request (caller's umask, default ACLs).
+    sys::clear_umask();
     if plan.workdir_is_default
         && let Some(dir) = &plan.workdir
     {
@@ -51,6 +53,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         ownership: plan.options.ownership.clone(),
         metacopy: plan.options.metacopy,
         passthrough: plan.options.passthrough,
+        static_nlink: plan.options.static_nlink,
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,

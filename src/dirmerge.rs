@@ -33,6 +33,12 @@ impl Overlay {
     /// The merged entries of `dir`, `.` and `..` not included, in a stable
     /// order: upper entries first, then each lower's new names.
     pub fn list_dir(&self, dir: &Arc<Inode>) -> OpResult<Vec<DirEntry>> {
+        self.merge_dir(dir, true)
+    }
+
+    /// The merged entries; `exact_ino: false` skips the lookups that only
+    /// the inode numbers of some entries need.
+    fn merge_dir(&self, dir: &Arc<Inode>, exact_ino: bool) -> OpResult<Vec<DirEntry>> {
         let layers = dir.layers();
         let mut out: Vec<DirEntry> = Vec::new();
         let mut position: HashMap<OsString, usize> = HashMap::new();
@@ -69,6 +75,9 @@ impl Overlay {
             hidden.extend(whiteouts);
         }
 
+        if !exact_ino {
+            return Ok(out);
+        }
         // In an impure upper dir, copied-up or moved entries keep the inode
         // number of their origin, which only a lookup finds.
         if let Some(upper) = &layers.upper {
@@ -87,7 +96,22 @@ impl Overlay {
 
     /// Whether the merged dir has no entries at all.
     pub fn dir_is_empty(&self, dir: &Arc<Inode>) -> OpResult<bool> {
-        Ok(self.list_dir(dir)?.is_empty())
+        Ok(self.merge_dir(dir, false)?.is_empty())
+    }
+
+    /// The link count of a merged dir: 2 plus one per subdir it shows.
+    pub fn merged_nlink(&self, dir: &Arc<Inode>) -> OpResult<u32> {
+        if let Some(known) = dir.cached_nlink() {
+            return Ok(known);
+        }
+        let subdirs = self
+            .merge_dir(dir, false)?
+            .iter()
+            .filter(|e| e.kind == FileType::Directory)
+            .count();
+        let nlink = u32::try_from(subdirs + 2).unwrap_or(u32::MAX);
+        dir.cache_nlink(nlink);
+        Ok(nlink)
     }
 
     /// Reads one layer's dir: its visible entries and the names it whites out.

@@ -16,11 +16,12 @@ use crate::inode::{Inode, ROOT_INO};
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType, OFlags, SeekFrom};
 
-/// The open flags that are passed on to the real file.
+/// The open flags that are passed on to the real file. O_DIRECT is not:
+/// data goes through the daemon's own buffers, which need no alignment, or
+/// through passthrough, where the kernel applies it to the real file itself.
 fn real_open_flags(flags: i32) -> OFlags {
     let keep = libc::O_ACCMODE
         | libc::O_APPEND
-        | libc::O_DIRECT
         | libc::O_SYNC
         | libc::O_DSYNC
         | libc::O_NOATIME
@@ -152,7 +153,7 @@ impl Overlay {
         }
         let stat = sys::fstat(handle.fd().as_fd())?;
         let layers = handle.inode.layers();
-        Ok(self.attr_from(handle.inode.ino, stat, &layers))
+        Ok(self.attr_from(&handle.inode, stat, &layers))
     }
 
     pub fn release(&self, fh: u64) {

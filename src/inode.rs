@@ -8,7 +8,7 @@
 //! lock around a request as a whole.
 
 use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
@@ -111,6 +111,9 @@ pub struct Inode {
     pub dir_lock: Mutex<()>,
     /// Set once the last name of the inode is gone.
     unlinked: AtomicBool,
+    /// For a merged dir: its link count, once counted (0: not yet). Every
+    /// change to its subdirs goes through this mount, which resets it.
+    merged_nlink: AtomicU32,
 }
 
 impl Inode {
@@ -123,6 +126,7 @@ impl Inode {
             copy_up_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
             unlinked: AtomicBool::new(false),
+            merged_nlink: AtomicU32::new(0),
         }
     }
 
@@ -195,6 +199,31 @@ impl Inode {
             *layers = found;
         }
         self.unlinked.store(false, Ordering::Relaxed);
+    }
+
+    pub fn cached_nlink(&self) -> Option<u32> {
+        match self.merged_nlink.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn cache_nlink(&self, nlink: u32) {
+        self.merged_nlink.store(nlink, Ordering::Relaxed);
+    }
+
+    /// Its subdirs changed in a way too tangled to follow: count again.
+    pub fn forget_nlink(&self) {
+        self.merged_nlink.store(0, Ordering::Relaxed);
+    }
+
+    /// One subdir more (`+1`) or fewer (`-1`), if the count is known.
+    pub fn adjust_nlink(&self, delta: i32) {
+        let _ = self
+            .merged_nlink
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n != 0).then(|| n.saturating_add_signed(delta).max(2))
+            });
     }
 
     pub fn mark_unlinked(&self) {

@@ -33,8 +33,9 @@ impl Overlay {
     /// Looks up `name` in `parent` and takes a kernel reference on the result.
     pub fn lookup(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<(Arc<Inode>, Attr)> {
         let found = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
-        let attr = self.attr_from(found.ino, found.stat, &found.layers);
+        let layers = found.layers.clone();
         let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
+        let attr = self.attr_from(&inode, found.stat, &layers);
         Ok((inode, attr))
     }
 

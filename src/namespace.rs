@@ -22,8 +22,11 @@ use crate::sys::{self, Errno, FileType, OFlags, RenameFlags};
 /// What to create, and for whom.
 pub struct NewObject<'a> {
     pub kind: NewKind<'a>,
-    /// Permission bits, umask already applied.
+    /// Permission bits asked for.
     pub mode: u32,
+    /// The caller's umask: applied unless the parent dir has a default ACL,
+    /// which then decides (as POSIX says).
+    pub umask: u32,
     pub uid: u32,
     pub gid: u32,
 }
@@ -72,6 +75,12 @@ impl Overlay {
         };
         let parent_fd = self.real_fd(&parent_upper)?;
         let (uid, gid, mode) = self.inherit_owner(&parent_upper, &new)?;
+        let acl_inherited = self.has_default_acl(&parent_upper)?;
+        let mode = if acl_inherited {
+            mode
+        } else {
+            mode & !new.umask
+        };
 
         let _names = parent.dir_lock.lock();
         if self.resolve(parent, name)?.is_some() {
@@ -120,8 +129,11 @@ impl Overlay {
                 let fd = sys::open_path(dir, made_name)?;
                 give_owner(fd.as_fd(), uid, gid)?;
                 if matches!(new.kind, NewKind::Dir) {
-                    // mkdir applies the umask again and drops set-id bits.
-                    sys::chmod(fd.as_fd(), mode)?;
+                    // mkdir drops set-id bits; with an inherited default ACL
+                    // the mode it made is already the right one.
+                    if !acl_inherited {
+                        sys::chmod(fd.as_fd(), mode)?;
+                    }
                     if whited_out {
                         self.mark_opaque(dir, made_name)?;
                     }
@@ -151,6 +163,9 @@ impl Overlay {
             let recorded = crate::idmap::OverrideStat { uid, gid, mode };
             sys::set_xattr(fd.as_fd(), xattr.name(), &recorded.encode(), 0)?;
         }
+        if matches!(new.kind, NewKind::Dir) {
+            parent.adjust_nlink(1);
+        }
         if let NewKind::Link { source } = new.kind {
             // The new name is one more name of the same inode.
             self.inodes.add_lookup(&source);
@@ -159,6 +174,16 @@ impl Overlay {
         }
         let (inode, attr) = self.lookup(parent, name)?;
         Ok((inode, attr, opened))
+    }
+
+    /// Whether an upper dir has a default ACL (which new entries inherit).
+    fn has_default_acl(&self, dir: &crate::inode::RealRef) -> OpResult<bool> {
+        let fd = self.real_fd(dir)?;
+        match sys::get_xattr(fd.as_fd(), OsStr::new("system.posix_acl_default")) {
+            Ok(found) => Ok(found.is_some()),
+            Err(Errno::NOTSUP) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Owner, group and mode of a new object: the caller's, except that a
@@ -287,6 +312,9 @@ impl Overlay {
         {
             inode.mark_unlinked();
         }
+        if is_dir {
+            parent.adjust_nlink(-1);
+        }
         Ok(())
     }
 
@@ -381,6 +409,14 @@ impl Overlay {
             return Err(Errno::STALE);
         }
         let (pfd, npfd) = (parent_fd.as_fd(), new_parent_fd.as_fd());
+        if source_is_dir
+            || target
+                .as_ref()
+                .is_some_and(|t| t.kind == FileType::Directory)
+        {
+            parent.forget_nlink();
+            new_parent.forget_nlink();
+        }
         if !Arc::ptr_eq(parent, new_parent) {
             // Objects moved in may carry an origin their new dir must know of.
             self.mark_impure(npfd)?;

@@ -23,6 +23,8 @@ pub struct MountOptions {
     pub timeout: Option<f64>,
     /// `metacopy=on`: attribute changes copy up metadata only.
     pub metacopy: bool,
+    /// `static_nlink`: merged dirs report a link count of 1.
+    pub static_nlink: bool,
     /// `passthrough=off` keeps all file I/O in the daemon.
     pub passthrough: bool,
     /// uidmapping=, gidmapping=, squash_to_*, xattr_permissions=.
@@ -130,6 +132,7 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
             "suid" => out.nosuid = false,
             "exec" => out.noexec = false,
             "volatile" => out.no_sync = true,
+            "static_nlink" => out.static_nlink = true,
             "passthrough" => out.passthrough = on_off(key, &need(value)?)?,
             "metacopy" => {
                 out.metacopy = match need(value)?.as_str() {

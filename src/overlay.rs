@@ -33,6 +33,8 @@ pub struct OverlayOptions {
     pub metacopy: bool,
     /// Let the kernel do I/O on open files directly (FUSE passthrough).
     pub passthrough: bool,
+    /// Report 1 as the link count of merged dirs instead of counting.
+    pub static_nlink: bool,
 }
 
 impl Default for OverlayOptions {
@@ -44,6 +46,7 @@ impl Default for OverlayOptions {
             ownership: Ownership::default(),
             metacopy: false,
             passthrough: true,
+            static_nlink: false,
         }
     }
 }
@@ -240,7 +243,7 @@ impl Overlay {
     }
 
     /// Attributes of an inode, from the object that answers reads.
-    pub fn attr_of(&self, inode: &Inode) -> OpResult<Attr> {
+    pub fn attr_of(&self, inode: &Arc<Inode>) -> OpResult<Attr> {
         let layers = inode.layers();
         let top = layers.top().ok_or(Errno::STALE)?;
         let mut stat = self.stat_ref(top)?;
@@ -250,21 +253,28 @@ impl Overlay {
             // The upper copy is sparse; the blocks in use are the lower's.
             stat.st_blocks = self.stat_ref(data)?.st_blocks;
         }
-        Ok(self.attr_from(inode.ino, stat, &layers))
+        Ok(self.attr_from(inode, stat, &layers))
     }
 
-    pub(crate) fn attr_from(&self, ino: u64, mut stat: Stat, layers: &Layers) -> Attr {
+    pub(crate) fn attr_from(&self, inode: &Arc<Inode>, mut stat: Stat, layers: &Layers) -> Attr {
         let merged_dir = sys::file_type(&stat) == sys::FileType::Directory
             && !layers.lowers.is_empty()
             && (layers.upper.is_some() || layers.lowers.len() > 1);
         if merged_dir {
-            // As the kernel does: the count of a merged dir is unknown.
-            stat.st_nlink = 1;
+            // Counted over the merged view (the kernel reports 1 here).
+            stat.st_nlink = if self.options.static_nlink {
+                1
+            } else {
+                self.merged_nlink(inode).unwrap_or(1).into()
+            };
         }
         if !self.options.ownership.is_plain() {
             self.present_owner(&mut stat, layers);
         }
-        Attr { ino, stat }
+        Attr {
+            ino: inode.ino,
+            stat,
+        }
     }
 
     /// Applies id mapping, squashing and override xattrs to what is shown.

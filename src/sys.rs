@@ -689,3 +689,8 @@ fn last_errno() -> Errno {
             .unwrap_or(libc::EIO),
     )
 }
+
+/// Clears the process umask, so objects get exactly the modes given.
+pub fn clear_umask() {
+    rustix::process::umask(Mode::empty());
+}

@@ -206,6 +206,7 @@ fn obj(kind: NewKind<'_>) -> NewObject<'_> {
     NewObject {
         kind,
         mode,
+        umask: 0,
         uid,
         gid,
     }

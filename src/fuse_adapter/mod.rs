@@ -80,7 +80,7 @@ impl CowFs {
         parent: INodeNo,
         name: &OsStr,
         kind: NewKind<'_>,
-        mode: u32,
+        (mode, umask): (u32, u32),
         reply: ReplyEntry,
     ) {
         let result = self
@@ -89,7 +89,8 @@ impl CowFs {
             .and_then(|parent| {
                 let new = NewObject {
                     kind,
-                    mode,
+                    mode: mode & 0o7777,
+                    umask,
                     uid: req.uid(),
                     gid: req.gid(),
                 };
@@ -107,7 +108,10 @@ impl Filesystem for CowFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            // The kernel enforces ACLs; umask and default ACLs are ours to apply.
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         let offered = config.capabilities() & wanted;
         if let Err(missing) = config.add_capabilities(offered) {
             tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
@@ -233,7 +237,7 @@ impl Filesystem for CowFs {
                     rdev: u64::from(rdev),
                 }
             };
-            self.make(req, parent, name, kind, mode & !umask & 0o7777, reply);
+            self.make(req, parent, name, kind, (mode, umask), reply);
         });
     }
 
@@ -247,14 +251,7 @@ impl Filesystem for CowFs {
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
-            self.make(
-                req,
-                parent,
-                name,
-                NewKind::Dir,
-                mode & !umask & 0o7777,
-                reply,
-            );
+            self.make(req, parent, name, NewKind::Dir, (mode, umask), reply);
         });
     }
 
@@ -290,7 +287,7 @@ impl Filesystem for CowFs {
             let kind = NewKind::Symlink {
                 target: target.as_os_str(),
             };
-            self.make(req, parent, link_name, kind, 0o777, reply);
+            self.make(req, parent, link_name, kind, (0o777, 0), reply);
         });
     }
 
@@ -329,7 +326,14 @@ impl Filesystem for CowFs {
                 Ok(source) => source,
                 Err(e) => return reply.error(e),
             };
-            self.make(req, newparent, newname, NewKind::Link { source }, 0, reply);
+            self.make(
+                req,
+                newparent,
+                newname,
+                NewKind::Link { source },
+                (0, 0),
+                reply,
+            );
         });
     }
 
@@ -630,16 +634,12 @@ impl Filesystem for CowFs {
                 Err(e) => return reply.error(e),
             };
             let real_flags = crate::sys::OFlags::from_bits_retain(
-                (flags
-                    & (libc::O_ACCMODE
-                        | libc::O_APPEND
-                        | libc::O_DIRECT
-                        | libc::O_SYNC
-                        | libc::O_DSYNC)) as _,
+                (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC)) as _,
             );
             let new = NewObject {
                 kind: NewKind::File { flags: real_flags },
-                mode: mode & !umask & 0o7777,
+                mode: mode & 0o7777,
+                umask,
                 uid: req.uid(),
                 gid: req.gid(),
             };
