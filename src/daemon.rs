@@ -201,29 +201,38 @@ fn serve(mounted: Mounted) -> anyhow::Result<()> {
     result.map_err(|e| anyhow!("serving the mount: {e}"))
 }
 
-/// `cowfs umount`: unmounts a cowfs mount point.
-pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
-    let target = std::fs::canonicalize(mountpoint)
+/// The absolute path of a mount point, found without stat'ing the mount
+/// itself (a dead FUSE mount answers ENOTCONN).
+fn mount_target(mountpoint: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return Ok(absolute);
+    };
+    let parent = std::fs::canonicalize(parent)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    Ok(parent.join(name))
+}
+
+/// Whether a cowfs mount sits at `target`.
+fn is_cowfs_mount(target: &Path) -> anyhow::Result<bool> {
     let mounts =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let ours = mounts.lines().any(|line| {
+    Ok(mounts.lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let fstype = fields.iter().skip_while(|f| **f != "-").nth(1);
         fields.get(4).map(|p| unescape_mountinfo(p)) == Some(target.to_string_lossy().into_owned())
             && fstype.is_some_and(|t| *t == "fuse.cowfs")
-    });
-    if !ours {
-        bail!("{} is not a cowfs mount", mountpoint.display());
-    }
-    match sys::unmount(&target, false) {
+    }))
+}
+
+fn unmount_target(target: &Path, lazy: bool) -> anyhow::Result<()> {
+    match sys::unmount(target, lazy) {
         Ok(()) => Ok(()),
         Err(sys::Errno::PERM) => {
-            let status = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg(&target)
-                .status()
-                .context("running fusermount3")?;
+            let mut command = std::process::Command::new("fusermount3");
+            command.arg(if lazy { "-uz" } else { "-u" }).arg(target);
+            let status = command.status().context("running fusermount3")?;
             if status.success() {
                 Ok(())
             } else {
@@ -232,6 +241,31 @@ pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
         }
         Err(e) => bail!("unmounting {}: {e}", target.display()),
     }
+}
+
+/// `cowfs umount`: unmounts a cowfs mount point (also one whose daemon died).
+pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
+    let target = mount_target(mountpoint)?;
+    if !is_cowfs_mount(&target)? {
+        bail!("{} is not a cowfs mount", mountpoint.display());
+    }
+    unmount_target(&target, false)
+}
+
+/// If the mount point holds a cowfs mount whose daemon died ("Transport
+/// endpoint is not connected"), takes it away so the new mount can go there.
+pub fn clear_dead_mount(mountpoint: &Path) -> anyhow::Result<()> {
+    let dead =
+        matches!(std::fs::metadata(mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    if !dead {
+        return Ok(());
+    }
+    let target = mount_target(mountpoint)?;
+    if is_cowfs_mount(&target)? {
+        tracing::warn!(mountpoint = %target.display(), "removing the mount of a dead cowfs daemon");
+        unmount_target(&target, true)?;
+    }
+    Ok(())
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.

@@ -33,6 +33,9 @@ fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
 
 fn mount(args: MountArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
+    if let Some(mountpoint) = args.paths.last() {
+        daemon::clear_dead_mount(std::path::Path::new(mountpoint))?;
+    }
     let plan = args.plan()?;
     for unknown in &plan.options.unknown {
         eprintln!("cowfs: warning: unknown option '{unknown}' ignored");
