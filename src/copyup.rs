@@ -70,8 +70,33 @@ impl Overlay {
             CopyUp::Truncate if sys::file_type(&st) != FileType::RegularFile => CopyUp::Data,
             other => other,
         };
+        // A lower file with several names gets one shared copy in the index,
+        // linked in at each name as it is copied up.
+        let index_key = match sys::file_type(&st) {
+            FileType::RegularFile if st.st_nlink > 1 => {
+                self.index_key(source_fd.as_fd(), source.layer)
+            }
+            _ => None,
+        };
+        let mode = if index_key.is_some() {
+            CopyUp::Data
+        } else {
+            mode
+        };
         let temp = work.temp_name();
-        if let Err(e) = self.build_copy(work, &temp, source_fd.as_fd(), source.layer, &st, mode) {
+        let built = match &index_key {
+            Some(key) => self.ensure_indexed(work, key, source_fd.as_fd(), source.layer, &st),
+            None => self.build_copy(
+                work,
+                &temp,
+                source_fd.as_fd(),
+                source.layer,
+                &st,
+                mode,
+                false,
+            ),
+        };
+        if let Err(e) = built {
             work.remove(&temp);
             return Err(e);
         }
@@ -84,13 +109,16 @@ impl Overlay {
                 // A copy-up is no change the user made: the parent keeps its
                 // times, as the kernel keeps them.
                 let parent_before = sys::fstat(parent_fd.as_fd())?;
-                let renamed = sys::rename(
-                    work.fd(),
-                    &temp,
-                    parent_fd.as_fd(),
-                    &name,
-                    sys::RenameFlags::NOREPLACE,
-                );
+                let renamed = match &index_key {
+                    Some(key) => self.link_from_index(key, parent_fd.as_fd(), &name),
+                    None => sys::rename(
+                        work.fd(),
+                        &temp,
+                        parent_fd.as_fd(),
+                        &name,
+                        sys::RenameFlags::NOREPLACE,
+                    ),
+                };
                 if renamed.is_ok() {
                     self.mark_impure(parent_fd.as_fd())?;
                     sys::set_times(parent_fd.as_fd(), &times_of(&parent_before))?;
@@ -120,6 +148,9 @@ impl Overlay {
             },
         };
         inode.set_upper(upper.clone(), mode == CopyUp::MetaOnly);
+        if index_key.is_some() {
+            inode.set_origin_nlink(sys::nlink(&st));
+        }
         tracing::debug!(ino = inode.ino, ?name, ?mode, "copied up");
         Ok(upper)
     }
@@ -167,7 +198,8 @@ impl Overlay {
 
     /// Makes a copy of the object `source` (stat `st`) named `temp` in the
     /// work dir, with all its metadata.
-    fn build_copy(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build_copy(
         &self,
         work: &WorkDir,
         temp: &OsStr,
@@ -175,6 +207,7 @@ impl Overlay {
         layer: crate::layer::LayerId,
         st: &Stat,
         mode: CopyUp,
+        indexed: bool,
     ) -> OpResult<()> {
         let kind = sys::file_type(st);
         match kind {
@@ -211,11 +244,11 @@ impl Overlay {
         self.copy_xattrs(source, copy.as_fd())?;
         let hard_linked = kind != FileType::Directory && st.st_nlink > 1;
         if let Some(ns) = self.xattr_ns()
-            && !hard_linked
+            && (!hard_linked || indexed)
         {
             // The copy keeps the lower object's inode number through it.
-            // Hard-linked files are left without, as the kernel does
-            // without an index, so the other names keep theirs.
+            // Hard-linked files without an index entry are left without, as
+            // the kernel does, so the other names keep theirs.
             let origin = self.origin_value(source, layer);
             sys::set_xattr(copy.as_fd(), ns.origin(), &origin, 0)?;
         }

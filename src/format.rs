@@ -59,6 +59,13 @@ impl XattrNamespace {
         })
     }
 
+    pub fn nlink(self) -> &'static OsStr {
+        OsStr::new(match self {
+            XattrNamespace::Trusted => "trusted.overlay.nlink",
+            XattrNamespace::User => "user.overlay.nlink",
+        })
+    }
+
     pub fn impure(self) -> &'static OsStr {
         OsStr::new(match self {
             XattrNamespace::Trusted => "trusted.overlay.impure",

@@ -34,6 +34,9 @@ pub enum Location {
     /// A path from the layer root: the lower dirs of a renamed
     /// (redirected) dir, which no overlay inode leads to.
     Path(Arc<[OsString]>),
+    /// An entry of the work dir's index (upper layer only): the shared
+    /// upper copy of a lower file with several names.
+    Index(Arc<OsStr>),
 }
 
 /// One real object behind an overlay inode. `real_ino` lets a reopen check
@@ -74,6 +77,9 @@ pub struct Layers {
     pub lowers: Vec<RealRef>,
     /// The upper copy holds metadata only; the data is still in `lowers[0]`.
     pub metacopy: bool,
+    /// For a copy-up of a lower file with several names (indexed): how
+    /// many names the lower file has; 0 otherwise.
+    pub origin_nlink: u64,
 }
 
 impl Layers {
@@ -163,6 +169,10 @@ impl Inode {
         let mut layers = self.layers.write();
         layers.upper = Some(upper);
         layers.metacopy = metacopy;
+    }
+
+    pub fn set_origin_nlink(&self, nlink: u64) {
+        self.layers.write().origin_nlink = nlink;
     }
 
     pub fn is_metacopy(&self) -> bool {
@@ -382,6 +392,7 @@ mod tests {
                 loc: Location::Root,
             }],
             metacopy: false,
+            origin_nlink: 0,
         }
     }
 

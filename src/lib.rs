@@ -20,6 +20,7 @@ pub mod format;
 pub mod fuse_adapter;
 pub mod handles;
 pub mod idmap;
+pub mod index;
 pub mod inode;
 pub mod layer;
 pub mod lookup;

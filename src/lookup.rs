@@ -92,7 +92,10 @@ impl Overlay {
                     } else {
                         let fd = self.real_fd(&upper)?;
                         match self.origin_info(fd.as_fd())? {
-                            OriginInfo::Ino(ino) => origin_ino = Some(ino),
+                            OriginInfo::Ino { ino, lower_nlink } => {
+                                origin_ino = Some(ino);
+                                layers.origin_nlink = lower_nlink;
+                            }
                             // Fall back to the lower object of the same name.
                             OriginInfo::Unknown => upper_origin_only = true,
                             OriginInfo::None => {}
@@ -142,9 +145,18 @@ impl Overlay {
             }
         }
 
-        let Some(stat) = top else {
+        let Some(mut stat) = top else {
             return Ok(None);
         };
+        if layers.upper.is_none()
+            && let Some((shared, shared_stat)) = self.find_indexed(&layers, &stat)?
+        {
+            // Another name of this lower file was copied up: that copy is
+            // this name's too.
+            layers.upper = Some(shared);
+            layers.origin_nlink = sys::nlink(&stat);
+            stat = shared_stat;
+        }
         let kind = sys::file_type(&stat);
         let ino = origin_ino.unwrap_or_else(|| self.ino_for(&layers));
         Ok(Some(Resolved {

@@ -167,6 +167,7 @@ impl Overlay {
             parent.adjust_nlink(1);
         }
         if let NewKind::Link { source } = new.kind {
+            self.adjust_indexed_nlink(&source, 1)?;
             // The new name is one more name of the same inode.
             self.inodes.add_lookup(&source);
             let attr = self.attr_of(&source)?;
@@ -282,6 +283,13 @@ impl Overlay {
             }
         }
         let lower_below = self.lower_has(parent, name)?;
+        let victim_inode = self.inodes.get(victim.ino).unwrap_or_else(|| {
+            Arc::new(Inode::new(victim.ino, victim.kind, victim.layers.clone()))
+        });
+        if !is_dir {
+            // Before the name goes: the count lives on the shared copy.
+            self.adjust_indexed_nlink(&victim_inode, -1)?;
+        }
         match self.upper_entry(parent, name)? {
             UpperEntry::Object(st) => {
                 if lower_below {
@@ -307,10 +315,10 @@ impl Overlay {
             UpperEntry::Absent if lower_below => self.make_whiteout(parent_fd.as_fd(), name)?,
             _ => return Err(Errno::NOENT),
         }
-        if let Some(inode) = self.inodes.get(victim.ino)
-            && (is_dir || victim.stat.st_nlink <= 1)
-        {
-            inode.mark_unlinked();
+        if is_dir || victim.stat.st_nlink <= 1 {
+            victim_inode.mark_unlinked();
+        } else {
+            self.reattach_to_index(&victim_inode)?;
         }
         if is_dir {
             parent.adjust_nlink(-1);
@@ -424,9 +432,19 @@ impl Overlay {
                 self.mark_impure(pfd)?;
             }
         }
+        if let (UpperEntry::Absent, Some(shared)) =
+            (self.upper_entry(parent, name)?, source_inode.upper())
+        {
+            // An indexed file reached through the index: give it this name
+            // in the upper dir first, so there is something to move.
+            sys::link_fd(self.real_fd(&shared)?.as_fd(), pfd, name)?;
+        }
         let source_lower = self.lower_has(parent, name)?;
         let target_lower = self.lower_has(new_parent, new_name)?;
         let target_upper = self.upper_entry(new_parent, new_name)?;
+        if !exchange && let Some(t) = target_inode.as_ref().filter(|t| !t.is_dir()) {
+            self.adjust_indexed_nlink(t, -1)?;
+        }
 
         if source_redirect {
             self.set_redirect(&source_inode)?;
@@ -497,11 +515,14 @@ impl Overlay {
                 }
             }
         }
-        if let Some(t) = &target_inode
-            && (t.kind == FileType::Directory
-                || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1))
-        {
-            t.mark_unlinked();
+        if let Some(t) = &target_inode {
+            if t.kind == FileType::Directory
+                || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1)
+            {
+                t.mark_unlinked();
+            } else {
+                self.reattach_to_index(t)?;
+            }
         }
         source_inode.move_upper(new_parent.clone(), Arc::from(new_name));
         Ok(())

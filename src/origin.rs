@@ -19,8 +19,9 @@ pub(crate) enum OriginInfo {
     /// A copy-up whose lower object can't be found from the xattr (empty
     /// value, foreign format, or no privilege to decode handles).
     Unknown,
-    /// A copy-up of the lower object that has this mount inode number.
-    Ino(u64),
+    /// A copy-up of the lower object that has this mount inode number and
+    /// this many names in its layer.
+    Ino { ino: u64, lower_nlink: u64 },
 }
 
 impl Overlay {
@@ -77,7 +78,10 @@ impl Overlay {
                 if let Ok(found) = sys::open_by_handle(mount_fd, &handle, OFlags::PATH) {
                     let st = sys::fstat(found.as_fd())?;
                     if let Some(ino) = self.layers.map_ino_on_dev(st.st_dev, st.st_ino) {
-                        return Ok(OriginInfo::Ino(ino));
+                        return Ok(OriginInfo::Ino {
+                            ino,
+                            lower_nlink: sys::nlink(&st),
+                        });
                     }
                 }
             }

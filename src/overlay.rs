@@ -121,6 +121,7 @@ impl Overlay {
                 upper,
                 lowers,
                 metacopy: false,
+                origin_nlink: 0,
             },
         )))
     }
@@ -160,6 +161,13 @@ impl Overlay {
                 Location::Root => break self.layer_root_fd(current.layer)?,
                 Location::Path(path) => {
                     let fd = self.open_by_path(current.layer, path, current.real_ino)?;
+                    chain.pop();
+                    break fd;
+                }
+                Location::Index(name) => {
+                    let index = self.writable()?.index_fd();
+                    let fd = sys::open_path(index, name)?;
+                    let fd = self.remember_fd(current, fd)?;
                     chain.pop();
                     break fd;
                 }
@@ -267,6 +275,12 @@ impl Overlay {
             } else {
                 self.merged_nlink(inode).unwrap_or(1).into()
             };
+        }
+        if layers.origin_nlink > 1
+            && sys::file_type(&stat) == sys::FileType::RegularFile
+            && let Some(nlink) = self.indexed_nlink(layers)
+        {
+            stat.st_nlink = nlink as _;
         }
         if !self.options.ownership.is_plain() {
             self.present_owner(&mut stat, layers);

@@ -694,3 +694,9 @@ fn last_errno() -> Errno {
 pub fn clear_umask() {
     rustix::process::umask(Mode::empty());
 }
+
+/// The link count of a stat, as u64 on every architecture.
+#[allow(clippy::unnecessary_cast)]
+pub fn nlink(st: &Stat) -> u64 {
+    st.st_nlink as u64
+}

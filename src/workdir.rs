@@ -16,6 +16,7 @@ use crate::sys::{self, Errno};
 /// The entries a work dir may hold: what cowfs and kernel overlayfs create.
 pub const OWN_ENTRIES: [&str; 2] = ["work", "index"];
 const WORK_SUBDIR: &str = "work";
+const INDEX_SUBDIR: &str = "index";
 
 /// How this upper filesystem lets us record whiteouts and opaque dirs,
 /// found by trying at mount time.
@@ -32,6 +33,9 @@ pub struct Capabilities {
 pub struct WorkDir {
     path: PathBuf,
     work: OwnedFd,
+    /// `index`: one hard link per copied-up lower file that has several
+    /// names, named after its origin, as the kernel's index=on keeps them.
+    index: OwnedFd,
     /// Held open for the flock that keeps a second mount off this work dir.
     _lock: OwnedFd,
     next_temp: AtomicU64,
@@ -63,9 +67,16 @@ impl WorkDir {
                 path: work_path,
             });
         }
+        match sys::mkdir(root.as_fd(), OsStr::new(INDEX_SUBDIR), 0o700) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(SetupError::io("work dir", workdir.join(INDEX_SUBDIR), e)),
+        }
+        let index = sys::open_path(root.as_fd(), OsStr::new(INDEX_SUBDIR))
+            .map_err(|e| SetupError::io("work dir", workdir.join(INDEX_SUBDIR), e))?;
         let dir = WorkDir {
             path: work_path,
             work,
+            index,
             _lock: lock,
             next_temp: AtomicU64::new(1),
         };
@@ -76,6 +87,10 @@ impl WorkDir {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.work.as_fd()
+    }
+
+    pub fn index_fd(&self) -> BorrowedFd<'_> {
+        self.index.as_fd()
     }
 
     /// A fresh name for a temporary object in the work dir.

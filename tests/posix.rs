@@ -340,7 +340,6 @@ fn link_state(mnt: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "issue 5: lower hard links break on copy-up: after a write through h1, st_nlink drops from 3 to 1 on all names (kernel index=on: 3); after remount h1 has its own st_ino/content and h2, dir/h3 show the old data (kernel: one inode, all names see every write)"]
 fn lower_hard_links_stay_one_inode_through_copy_up_and_remount() {
     let l = Layers::new(1);
     write_file(&l.lower(0).join("h1"), "H");
