@@ -536,3 +536,61 @@ fn readdir_d_ino_equals_st_ino_in_merged_renamed_and_copied_dirs() {
     }
     m.unmount();
 }
+
+// ---------------------------------------------------------------------------
+// the whole format, read back by the kernel
+// ---------------------------------------------------------------------------
+
+/// Everything cowfs writes for this issue at once — a renamed lower dir
+/// (redirect), metadata-only copy-ups (metacopy), lower hard links written
+/// through (index), whiteouts — then kernel overlayfs with
+/// redirect_dir=on,metacopy=on,index=on mounts the same upper and work dir and
+/// shows the same tree, with the same st_ino for the hard links.
+#[test]
+fn kernel_with_redirect_metacopy_index_reads_what_cowfs_wrote() {
+    let l = Layers::new(2);
+    write_file(&l.lower(1).join("tree/a/f"), "F");
+    write_file(&l.lower(1).join("tree/b/g"), "G");
+    write_file(&l.lower(0).join("big"), &"x".repeat(1 << 20));
+    write_file(&l.lower(0).join("h1"), "H");
+    fs::hard_link(l.lower(0).join("h1"), l.lower(0).join("h2")).unwrap();
+    write_file(&l.lower(0).join("gone"), "gone");
+
+    let m = l.mount_with(&["-o", "metacopy=on"]);
+    let mnt = &l.mnt;
+    fs::rename(mnt.join("tree"), mnt.join("moved")).expect("rename lower dir");
+    chmod(&mnt.join("big"), 0o600);
+    append(&mnt.join("h1"), "+w");
+    fs::remove_file(mnt.join("gone")).unwrap();
+    assert_eq!(
+        read(&mnt.join("h2")),
+        "H+w",
+        "the other name sees the write"
+    );
+    let snap = tree_snapshot(mnt);
+    let inos = ino_map(mnt);
+    let big_blocks = fs::metadata(l.upper.join("big")).unwrap().blocks();
+    m.unmount();
+    assert!(big_blocks < 64, "chmod copied data: {big_blocks} blocks");
+
+    let kmnt = l.fresh_dir("kmnt");
+    let k = KOverlay::try_mount(&l.lowers, &l.upper, &l.work, &kmnt, KERNEL_FULL_OPTS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_trees_eq(
+        &snap,
+        &tree_snapshot(&kmnt),
+        "cowfs",
+        "kernel on cowfs's upper and work dir",
+    );
+    let k_inos = ino_map(&kmnt);
+    for name in ["h1", "h2"] {
+        assert_eq!(
+            k_inos.get(name),
+            inos.get(name),
+            "{name}: st_ino under the kernel"
+        );
+    }
+    let nlink = fs::metadata(kmnt.join("h1")).unwrap().nlink();
+    assert_eq!(nlink, 2, "hard link count under the kernel");
+    k.unmount();
+}
