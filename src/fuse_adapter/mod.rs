@@ -45,6 +45,13 @@ impl CowFs {
     }
 }
 
+fn reply_unit(reply: ReplyEmpty, result: Result<(), FuseErrno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn errno(e: Errno) -> FuseErrno {
     FuseErrno::from_i32(e.raw_os_error())
 }
@@ -60,6 +67,16 @@ fn guarded(op: &'static str, body: impl FnOnce()) {
 impl CowFs {
     fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, FuseErrno> {
         self.overlay.inode(ino.0).map_err(errno)
+    }
+
+    /// Runs an overlay call on the inode the kernel names.
+    fn on_inode<T>(
+        &self,
+        ino: INodeNo,
+        op: impl FnOnce(&Arc<Inode>) -> Result<T, Errno>,
+    ) -> Result<T, FuseErrno> {
+        let inode = self.inode(ino)?;
+        op(&inode).map_err(errno)
     }
 
     /// Whether an open real file can't be swapped for a copy-up while open.
@@ -256,22 +273,20 @@ impl Filesystem for CowFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || match self.inode(parent) {
-            Ok(parent) => match self.overlay.remove(&parent, name, false) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("unlink", || {
+            reply_unit(
+                reply,
+                self.on_inode(parent, |parent| self.overlay.remove(parent, name, false)),
+            )
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || match self.inode(parent) {
-            Ok(parent) => match self.overlay.remove(&parent, name, true) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("rmdir", || {
+            reply_unit(
+                reply,
+                self.on_inode(parent, |parent| self.overlay.remove(parent, name, true)),
+            )
         });
     }
 
@@ -541,12 +556,11 @@ impl Filesystem for CowFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsyncdir", || match self.inode(ino) {
-            Ok(inode) => match self.overlay.fsyncdir(&inode, datasync) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("fsyncdir", || {
+            reply_unit(
+                reply,
+                self.on_inode(ino, |inode| self.overlay.fsyncdir(inode, datasync)),
+            )
         });
     }
 
@@ -576,12 +590,13 @@ impl Filesystem for CowFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guarded("setxattr", || match self.inode(ino) {
-            Ok(inode) => match self.overlay.setxattr(&inode, name, value, flags) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("setxattr", || {
+            reply_unit(
+                reply,
+                self.on_inode(ino, |inode| {
+                    self.overlay.setxattr(inode, name, value, flags)
+                }),
+            )
         });
     }
 
@@ -600,12 +615,11 @@ impl Filesystem for CowFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", || match self.inode(ino) {
-            Ok(inode) => match self.overlay.removexattr(&inode, name) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("removexattr", || {
+            reply_unit(
+                reply,
+                self.on_inode(ino, |inode| self.overlay.removexattr(inode, name)),
+            )
         });
     }
 
