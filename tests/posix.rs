@@ -551,7 +551,7 @@ fn kernel_with_redirect_metacopy_index_reads_what_cowfs_wrote() {
     let l = Layers::new(2);
     write_file(&l.lower(1).join("tree/a/f"), "F");
     write_file(&l.lower(1).join("tree/b/g"), "G");
-    write_file(&l.lower(0).join("big"), &"x".repeat(1 << 20));
+    write_file(&l.lower(0).join("big"), "x".repeat(1 << 20));
     write_file(&l.lower(0).join("h1"), "H");
     fs::hard_link(l.lower(0).join("h1"), l.lower(0).join("h2")).unwrap();
     write_file(&l.lower(0).join("gone"), "gone");

@@ -1,0 +1,522 @@
+//! Mount guards: [`CowfsMount`] (a cowfs daemon) and [`KernelOverlay`] (kernel overlayfs), plus
+//! mountinfo helpers.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::layers::join_lowers;
+use super::sys::{EXIT_TIMEOUT, MOUNT_TIMEOUT, check, cowfs_bin, cstr};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+// ---------------------------------------------------------------------------
+// mount detection
+// ---------------------------------------------------------------------------
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// fstype of whatever is mounted exactly at `mnt` (topmost), per /proc/self/mountinfo.
+pub fn mount_fstype(mnt: &Path) -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mnt.to_string_lossy();
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 5 {
+            continue;
+        }
+        if unescape_mountinfo(fields[4]) != want {
+            continue;
+        }
+        if let Some(sep) = fields.iter().position(|f| *f == "-")
+            && let Some(t) = fields.get(sep + 1)
+        {
+            found = Some(t.to_string());
+        }
+    }
+    found
+}
+
+pub fn is_mounted(mnt: &Path) -> bool {
+    mount_fstype(mnt).is_some()
+}
+
+fn st_dev(p: &Path) -> Option<u64> {
+    fs::metadata(p).ok().map(|m| m.dev())
+}
+
+/// mountpoint's st_dev differs from its parent's.
+fn dev_differs(mnt: &Path) -> bool {
+    match (st_dev(mnt), mnt.parent().and_then(st_dev)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    }
+}
+
+fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
+    check(unsafe { libc::umount2(cstr(mnt).as_ptr(), flags) })
+}
+
+fn pid_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => {
+            // state is the field after the ")" closing comm
+            let state = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some(Some('Z')) | Some(Some('X')))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CowfsMount guard
+// ---------------------------------------------------------------------------
+
+enum Proc {
+    /// `--foreground` daemon: our own child.
+    Child(Child),
+    /// daemon mode: detached pid (our child only if we are its subreaper).
+    Daemon(i32),
+    Gone,
+}
+
+pub struct CowfsMount {
+    pub mnt: PathBuf,
+    proc_: Proc,
+    pub stderr_path: PathBuf,
+}
+
+fn log_paths(log_dir: &Path) -> (PathBuf, PathBuf) {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    (
+        log_dir.join(format!("cowfs-{n}.stdout")),
+        log_dir.join(format!("cowfs-{n}.stderr")),
+    )
+}
+
+/// `COWFS_TEST_REFERENCE=kernel`: `Layers::mount*` mount kernel overlayfs instead of cowfs, to
+/// check the tests' own expectations against the reference. (cowfs-only features such as OCI
+/// whiteouts, user.overlay.opaque or the fuse.cowfs fstype then fail, as expected.)
+pub fn reference_mode() -> bool {
+    std::env::var("COWFS_TEST_REFERENCE").is_ok_and(|v| v == "kernel")
+}
+
+impl CowfsMount {
+    /// Reference mode only: a kernel overlayfs mount behind the same guard.
+    pub fn kernel_reference(
+        lowers: &[PathBuf],
+        rw: Option<(&Path, &Path)>,
+        mnt: &Path,
+    ) -> CowfsMount {
+        let mut opts = format!("lowerdir={}", join_lowers(lowers));
+        if let Some((u, w)) = rw {
+            opts += &format!(",upperdir={},workdir={}", u.display(), w.display());
+        }
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(mnt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount overlay {opts}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        CowfsMount {
+            mnt: mnt.to_path_buf(),
+            proc_: Proc::Gone,
+            stderr_path: PathBuf::from("/dev/null"),
+        }
+    }
+
+    /// Spawns `cowfs ARGS` (which must include `--foreground`) and waits until `mnt` is a
+    /// mountpoint. Logs go to files in `log_dir`.
+    pub fn foreground(args: &[OsString], mnt: &Path, log_dir: &Path) -> CowfsMount {
+        let (out, err) = log_paths(log_dir);
+        let child = Command::new(cowfs_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .env("RUST_BACKTRACE", "1")
+            .spawn()
+            .expect("spawn cowfs");
+        let mut m = CowfsMount {
+            mnt: mnt.to_path_buf(),
+            proc_: Proc::Child(child),
+            stderr_path: err,
+        };
+        m.wait_mounted(args);
+        m
+    }
+
+    /// Daemon mode: runs `cowfs ARGS` (without --foreground, with `--pid-file PIDFILE` among
+    /// ARGS) in `cwd`, requires it to exit 0 with the mount already live, then reads the pid.
+    pub fn daemon(
+        args: &[OsString],
+        cwd: &Path,
+        mnt: &Path,
+        pid_file: &Path,
+        log_dir: &Path,
+    ) -> CowfsMount {
+        become_subreaper();
+        let (out, err) = log_paths(log_dir);
+        let mut child = Command::new(cowfs_bin())
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("spawn cowfs");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if start.elapsed() > MOUNT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = umount2(mnt, libc::MNT_DETACH);
+                panic!(
+                    "`cowfs {args:?}` did not return within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let pid = fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let mounted = is_mounted(mnt);
+        let m = CowfsMount {
+            mnt: mnt.to_path_buf(),
+            proc_: match pid {
+                Some(p) => Proc::Daemon(p),
+                None => Proc::Gone,
+            },
+            stderr_path: err.clone(),
+        };
+        if !status.success() || pid.is_none() || !mounted {
+            let msg = format!(
+                "`cowfs {args:?}` (cwd {}) -> {status}; pid file {}: {:?}; mounted when it returned: {mounted}\nstderr:\n{}",
+                cwd.display(),
+                pid_file.display(),
+                fs::read_to_string(pid_file),
+                m.stderr()
+            );
+            drop(m);
+            panic!("{msg}");
+        }
+        // the mount must be usable (st_dev differs) right away
+        assert!(
+            dev_differs(mnt),
+            "mount at {} listed but st_dev equals parent's",
+            mnt.display()
+        );
+        m
+    }
+
+    fn wait_mounted(&mut self, args: &[OsString]) {
+        let start = Instant::now();
+        loop {
+            if let Proc::Child(c) = &mut self.proc_
+                && let Some(st) = c.try_wait().unwrap()
+            {
+                self.proc_ = Proc::Gone;
+                let _ = umount2(&self.mnt, libc::MNT_DETACH);
+                panic!(
+                    "cowfs {args:?} exited ({st}) before mounting; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            // check mountinfo first: stat on a half-initialised FUSE mount could block
+            if is_mounted(&self.mnt) && dev_differs(&self.mnt) {
+                return;
+            }
+            if start.elapsed() > MOUNT_TIMEOUT {
+                let msg = format!(
+                    "cowfs {args:?} did not mount {} within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    self.mnt.display(),
+                    self.stderr()
+                );
+                self.teardown();
+                panic!("{msg}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        match &self.proc_ {
+            Proc::Child(c) => Some(c.id() as i32),
+            Proc::Daemon(p) => Some(*p),
+            Proc::Gone => None,
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit. `Some(Some(status))` if we could reap it,
+    /// `Some(None)` if it is gone but not our child, `None` if still running.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<Option<ExitStatus>> {
+        let start = Instant::now();
+        loop {
+            match &mut self.proc_ {
+                Proc::Gone => return Some(None),
+                Proc::Child(c) => {
+                    if let Some(st) = c.try_wait().unwrap() {
+                        self.proc_ = Proc::Gone;
+                        return Some(Some(st));
+                    }
+                }
+                Proc::Daemon(pid) => {
+                    let pid = *pid;
+                    let mut status = 0;
+                    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                    if r == pid {
+                        self.proc_ = Proc::Gone;
+                        use std::os::unix::process::ExitStatusExt;
+                        return Some(Some(ExitStatus::from_raw(status)));
+                    }
+                    if r < 0 && !pid_alive(pid) {
+                        self.proc_ = Proc::Gone;
+                        return Some(None);
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        match &mut self.proc_ {
+            Proc::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Daemon(pid) => {
+                let pid = *pid;
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let mut st = 0;
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+            }
+            Proc::Gone => {}
+        }
+        self.proc_ = Proc::Gone;
+    }
+
+    fn teardown(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = umount2(&self.mnt, libc::MNT_DETACH);
+        }
+        if self.wait_exit(EXIT_TIMEOUT).is_none() {
+            self.kill9();
+        }
+        // a killed daemon may leave the mount behind
+        while mount_fstype(&self.mnt).is_some_and(|t| t.starts_with("fuse")) {
+            if umount2(&self.mnt, libc::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Waits for the daemon after an unmount; returns its exit status if we could observe it
+    /// (always for --foreground children; for daemons via PR_SET_CHILD_SUBREAPER).
+    fn finish(mut self, how: &str) -> Option<ExitStatus> {
+        let r = self.wait_exit(Duration::from_secs(10));
+        let status = match r {
+            None => {
+                let msg = format!(
+                    "cowfs daemon did not exit within 10s after {how}; stderr:\n{}",
+                    self.stderr()
+                );
+                self.teardown();
+                panic!("{msg}");
+            }
+            Some(Some(st)) => {
+                assert!(
+                    st.success(),
+                    "cowfs daemon exited with {st} after {how}; stderr:\n{}",
+                    self.stderr()
+                );
+                Some(st)
+            }
+            Some(None) => None,
+        };
+        assert!(
+            !is_mounted(&self.mnt),
+            "{} still mounted after {how}",
+            self.mnt.display()
+        );
+        status
+    }
+
+    /// Unmounts with umount2(2), waits for the daemon and asserts it exited with status 0.
+    pub fn unmount(mut self) -> Option<ExitStatus> {
+        let mut tries = 0;
+        loop {
+            match umount2(&self.mnt, 0) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "umount {}: {e}; stderr:\n{}",
+                        self.mnt.display(),
+                        self.stderr()
+                    );
+                    self.teardown();
+                    panic!("{msg}");
+                }
+            }
+        }
+        self.finish("umount2")
+    }
+
+    /// Sends `sig` to the daemon; it must unmount and exit 0.
+    pub fn signal(self, sig: i32) -> Option<ExitStatus> {
+        let pid = self.pid().expect("daemon pid");
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
+        self.finish(&format!("signal {sig}"))
+    }
+
+    /// Unmounts with `cowfs umount MNT` run in `cwd` with the given mountpoint argument;
+    /// asserts the command and the daemon exit 0.
+    pub fn cli_umount(mut self, cwd: &Path, mnt_arg: &str) -> Option<ExitStatus> {
+        let out = Command::new(cowfs_bin())
+            .args(["umount", mnt_arg])
+            .current_dir(cwd)
+            .output()
+            .expect("run cowfs umount");
+        if !out.status.success() {
+            let msg = format!(
+                "`cowfs umount {mnt_arg}` -> {}; stderr: {}\ndaemon stderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                self.stderr()
+            );
+            self.teardown();
+            panic!("{msg}");
+        }
+        self.finish("cowfs umount")
+    }
+}
+
+impl Drop for CowfsMount {
+    fn drop(&mut self) {
+        let live = !matches!(self.proc_, Proc::Gone) || is_mounted(&self.mnt);
+        if std::thread::panicking() && live {
+            eprintln!(
+                "---- cowfs daemon stderr ({}) ----\n{}",
+                self.stderr_path.display(),
+                tail(&self.stderr(), 6000)
+            );
+        }
+        self.teardown();
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        s
+    } else {
+        let mut i = s.len() - n;
+        while !s.is_char_boundary(i) {
+            i += 1;
+        }
+        &s[i..]
+    }
+}
+
+fn become_subreaper() {
+    // So a daemonised cowfs is re-parented to us and can be reaped / its status checked.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+// ---------------------------------------------------------------------------
+// KernelOverlay guard
+// ---------------------------------------------------------------------------
+
+pub struct KernelOverlay {
+    pub mnt: PathBuf,
+    mounted: bool,
+}
+
+impl KernelOverlay {
+    pub fn mount(lowers: &[PathBuf], upper: &Path, work: &Path, mnt: &Path) -> KernelOverlay {
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            join_lowers(lowers),
+            upper.display(),
+            work.display()
+        );
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(mnt)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t overlay -o {opts} {}: {}{}",
+            mnt.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        KernelOverlay {
+            mnt: mnt.to_path_buf(),
+            mounted: true,
+        }
+    }
+
+    pub fn unmount(mut self) {
+        let out = Command::new("umount").arg(&self.mnt).output().unwrap();
+        assert!(
+            out.status.success(),
+            "umount {}: {}",
+            self.mnt.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounted = false;
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
+        }
+    }
+}
