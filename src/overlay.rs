@@ -23,7 +23,10 @@ use crate::workdir::{Capabilities, WorkDir};
 pub struct OverlayOptions {
     /// How many `O_PATH` fds to keep open for reuse.
     pub fd_cache_capacity: usize,
-    /// How long the kernel may cache names and attributes.
+    /// How long the kernel may cache names and attributes. Long: every
+    /// change goes through this mount, and the kernel updates its caches for
+    /// the changes it makes (layers changed behind a mount's back are
+    /// undefined, as for kernel overlayfs).
     pub cache_ttl: Duration,
     /// Skip fsync (the `volatile` / `fsync=0` options).
     pub no_sync: bool,
@@ -41,7 +44,7 @@ impl Default for OverlayOptions {
     fn default() -> Self {
         OverlayOptions {
             fd_cache_capacity: 4096,
-            cache_ttl: Duration::from_secs(1),
+            cache_ttl: Duration::from_secs(24 * 3600),
             no_sync: false,
             ownership: Ownership::default(),
             metacopy: false,
