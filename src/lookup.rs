@@ -69,10 +69,14 @@ impl Overlay {
         let mut upper_origin_only = false;
         let mut origin_ino = None;
 
+        // Dirs that lack the name since the last layer that had it: an OCI
+        // `.wh.NAME` in one of them hides what lies below. Looked for only
+        // once something below is found, so a miss costs one stat a layer.
+        let mut absent_in: Vec<&RealRef> = Vec::new();
         if let Some(upper_dir) = &dir.upper {
-            match self.presence(upper_dir, &name)? {
+            match self.quick_presence(upper_dir, &name)? {
                 Presence::WhitedOut => return Ok(None),
-                Presence::Absent => {}
+                Presence::Absent => absent_in.push(upper_dir),
                 Presence::Object(st) => {
                     let upper = make_ref(UPPER, &st, &name);
                     if sys::file_type(&st) == FileType::Directory {
@@ -117,10 +121,15 @@ impl Overlay {
 
         if search_lowers {
             for lower_dir in &dir.lowers {
-                match self.presence(lower_dir, &lower_name)? {
-                    Presence::Absent => continue,
+                match self.quick_presence(lower_dir, &lower_name)? {
+                    Presence::Absent => {
+                        absent_in.push(lower_dir);
+                        continue;
+                    }
                     Presence::WhitedOut => break,
+                    Presence::Object(_) if self.oci_whiteout_in(&absent_in, &lower_name)? => break,
                     Presence::Object(st) => {
+                        absent_in.clear();
                         let is_dir = sys::file_type(&st) == FileType::Directory;
                         let lower = make_ref(lower_dir.layer, &st, &lower_name);
                         if upper_origin_only {
@@ -175,6 +184,31 @@ impl Overlay {
             (None, Some(upper)) => self.layers.map_ino(UPPER, upper.real_ino),
             (None, None) => 0,
         }
+    }
+
+    /// What `dir` holds under `name`, not counting OCI whiteouts.
+    fn quick_presence(&self, dir: &RealRef, name: &OsStr) -> OpResult<Presence> {
+        let fd = self.real_fd(dir)?;
+        Ok(match sys::stat_at(fd.as_fd(), name)? {
+            Some(st) if format::is_chardev_whiteout(&st) => Presence::WhitedOut,
+            Some(st) => Presence::Object(st),
+            None => Presence::Absent,
+        })
+    }
+
+    /// Whether any of `dirs` has an OCI whiteout `.wh.NAME`.
+    fn oci_whiteout_in(&self, dirs: &[&RealRef], name: &OsStr) -> OpResult<bool> {
+        if dirs.is_empty() {
+            return Ok(false);
+        }
+        let oci = format::oci_whiteout_name(name);
+        for dir in dirs {
+            let fd = self.real_fd(dir)?;
+            if sys::stat_at(fd.as_fd(), &oci)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn presence(&self, dir: &RealRef, name: &OsStr) -> OpResult<Presence> {
