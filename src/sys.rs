@@ -48,11 +48,12 @@ pub fn open_root(path: &std::path::Path) -> SysResult<OwnedFd> {
     )
 }
 
-/// lstat of `name` in `dir`; `None` when it does not exist.
+/// lstat of `name` in `dir`; `None` when it does not exist (a name too
+/// long to exist, such as `.wh.` + a 252-byte name, does not exist either).
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Stat>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
-        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::NOENT) | Err(Errno::NAMETOOLONG) => Ok(None),
         Err(e) => Err(e),
     }
 }
