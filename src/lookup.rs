@@ -39,6 +39,25 @@ impl Overlay {
         Ok((inode, attr))
     }
 
+    /// Looks up an entry a listing just showed: an inode already known by
+    /// the entry's number is that entry (the number names the object), so
+    /// only its attributes are read; anything else takes a full lookup.
+    pub fn lookup_listed(
+        &self,
+        dir: &Arc<Inode>,
+        entry: &crate::dirmerge::DirEntry,
+    ) -> OpResult<(Arc<Inode>, Attr)> {
+        if let Some(inode) = self.inodes.get(entry.ino)
+            && inode.kind == entry.kind
+            && !inode.is_unlinked()
+            && let Ok(attr) = self.attr_of(&inode)
+        {
+            self.inodes.add_lookup(&inode);
+            return Ok((inode, attr));
+        }
+        self.lookup(dir, &entry.name)
+    }
+
     /// Resolves `name` in `parent` without touching the inode table.
     /// `Ok(None)`: the merged view has no such name.
     pub fn resolve(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<Option<Resolved>> {

@@ -508,7 +508,7 @@ impl Filesystem for CowFs {
                             Err(_) => continue,
                         }
                     } else {
-                        match self.overlay.lookup(&listing.dir, &entry.name) {
+                        match self.overlay.lookup_listed(&listing.dir, entry) {
                             Ok((_, attr)) => attr,
                             // Gone since the listing was taken.
                             Err(_) => continue,
