@@ -24,9 +24,11 @@ use crate::overlay::{Attr, Overlay};
 
 mod convert;
 mod passthrough;
+mod session;
 
 use convert::{file_attr, kind_of, reply_xattr, set_time};
 use passthrough::{Backings, OpenMode};
+pub use session::{serve, serve_through_fusermount};
 
 pub struct CowFs {
     overlay: Arc<Overlay>,
@@ -752,54 +754,4 @@ impl Filesystem for CowFs {
             }
         });
     }
-}
-
-/// Starts serving an already mounted `/dev/fuse` fd with `threads` threads.
-pub fn serve(
-    overlay: Arc<Overlay>,
-    dev_fuse: std::os::fd::OwnedFd,
-    threads: usize,
-) -> std::io::Result<fuser::Session<CowFs>> {
-    let mut config = fuser::Config::default();
-    config.n_threads = Some(threads.max(1));
-    config.clone_fd = true;
-    let _ = dev_fuse.as_fd();
-    fuser::Session::from_fd(
-        CowFs::new(overlay),
-        dev_fuse,
-        fuser::SessionACL::All,
-        config,
-    )
-}
-
-/// Mounts through fusermount3 (for users without the privilege to mount)
-/// and starts serving.
-pub fn serve_through_fusermount(
-    overlay: Arc<Overlay>,
-    mountpoint: &Path,
-    flags: crate::sys::MountFlags,
-    threads: usize,
-) -> std::io::Result<fuser::Session<CowFs>> {
-    use fuser::MountOption;
-    let mut config = fuser::Config::default();
-    config.n_threads = Some(threads.max(1));
-    config.clone_fd = true;
-    config.acl = fuser::SessionACL::Owner;
-    config.mount_options = vec![
-        MountOption::FSName("cowfs".into()),
-        MountOption::Subtype("cowfs".into()),
-        MountOption::DefaultPermissions,
-    ];
-    for (on, option) in [
-        (flags.read_only, MountOption::RO),
-        (flags.nodev, MountOption::NoDev),
-        (flags.nosuid, MountOption::NoSuid),
-        (flags.noexec, MountOption::NoExec),
-        (flags.noatime, MountOption::NoAtime),
-    ] {
-        if on {
-            config.mount_options.push(option);
-        }
-    }
-    fuser::Session::new(CowFs::new(overlay), mountpoint, &config)
 }
