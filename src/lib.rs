@@ -6,7 +6,7 @@
 //! kernel's inodes live in), `lookup` (resolving a name top-down), `dirmerge`
 //! (merged listings), `copyup`, `namespace` (changes to names), `attr`,
 //! `fileio`, and `fuse_adapter`, the thin edge that speaks FUSE. `sys` holds
-//! every system call wrapper and all the `unsafe`.
+//! every system call wrapper and is the one module allowed unchecked code.
 
 pub mod attr;
 pub mod cli;
