@@ -33,6 +33,12 @@ impl Overlay {
     /// Looks up `name` in `parent` and takes a kernel reference on the result.
     pub fn lookup(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<(Arc<Inode>, Attr)> {
         let found = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
+        if found.kind != FileType::Directory {
+            let attr = self.attr_parts(found.ino, None, found.stat, &found.layers);
+            let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
+            return Ok((inode, attr));
+        }
+        // A merged dir's link count is kept on its inode: make that first.
         let layers = found.layers.clone();
         let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
         let attr = self.attr_from(&inode, found.stat, &layers);

@@ -267,16 +267,29 @@ impl Overlay {
         Ok(self.attr_from(inode, stat, &layers))
     }
 
-    pub(crate) fn attr_from(&self, inode: &Arc<Inode>, mut stat: Stat, layers: &Layers) -> Attr {
+    pub(crate) fn attr_from(&self, inode: &Arc<Inode>, stat: Stat, layers: &Layers) -> Attr {
+        self.attr_parts(inode.ino, Some(inode), stat, layers)
+    }
+
+    /// Attributes from their parts; `dir` is needed only for a merged dir,
+    /// whose link count is kept on its inode.
+    pub(crate) fn attr_parts(
+        &self,
+        ino: u64,
+        dir: Option<&Arc<Inode>>,
+        mut stat: Stat,
+        layers: &Layers,
+    ) -> Attr {
         let merged_dir = sys::file_type(&stat) == sys::FileType::Directory
             && !layers.lowers.is_empty()
             && (layers.upper.is_some() || layers.lowers.len() > 1);
         if merged_dir {
             // Counted over the merged view (the kernel reports 1 here).
-            stat.st_nlink = if self.options.static_nlink {
-                1
-            } else {
-                self.merged_nlink(inode).unwrap_or(1).into()
+            stat.st_nlink = match dir {
+                Some(dir) if !self.options.static_nlink => {
+                    self.merged_nlink(dir).unwrap_or(1).into()
+                }
+                _ => 1,
             };
         }
         if layers.origin_nlink > 1
@@ -288,10 +301,7 @@ impl Overlay {
         if !self.options.ownership.is_plain() {
             self.present_owner(&mut stat, layers);
         }
-        Attr {
-            ino: inode.ino,
-            stat,
-        }
+        Attr { ino, stat }
     }
 
     /// Applies id mapping, squashing and override xattrs to what is shown.
