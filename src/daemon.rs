@@ -117,6 +117,7 @@ fn write_pid_file(path: Option<&Path>) -> anyhow::Result<()> {
 pub struct Mounted {
     session: fuser::Session<fuse_adapter::CowFs>,
     unmount: Unmounter,
+    overlay: Arc<Overlay>,
 }
 
 enum Unmounter {
@@ -151,10 +152,11 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
     };
     let options = "default_permissions,allow_other";
     match sys::fuse_mount(&plan.mountpoint, "cowfs", "cowfs", flags, options) {
-        Ok(dev_fuse) => match fuse_adapter::serve(overlay, dev_fuse, threads) {
+        Ok(dev_fuse) => match fuse_adapter::serve(overlay.clone(), dev_fuse, threads) {
             Ok(session) => Ok(Mounted {
                 session,
                 unmount: Unmounter::Syscall(plan.mountpoint.clone()),
+                overlay,
             }),
             Err(e) => {
                 let _ = sys::unmount(&plan.mountpoint, true);
@@ -163,16 +165,24 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
         },
         // No privilege to mount: fusermount3 does it for us.
         Err(sys::Errno::PERM) => {
-            let mut session =
-                fuse_adapter::serve_through_fusermount(overlay, &plan.mountpoint, flags, threads)
-                    .with_context(|| {
-                    format!(
-                        "mounting on {} through fusermount3",
-                        plan.mountpoint.display()
-                    )
-                })?;
+            let mut session = fuse_adapter::serve_through_fusermount(
+                overlay.clone(),
+                &plan.mountpoint,
+                flags,
+                threads,
+            )
+            .with_context(|| {
+                format!(
+                    "mounting on {} through fusermount3",
+                    plan.mountpoint.display()
+                )
+            })?;
             let unmount = Unmounter::Fusermount(session.unmount_callable());
-            Ok(Mounted { session, unmount })
+            Ok(Mounted {
+                session,
+                unmount,
+                overlay,
+            })
         }
         Err(e) => Err(anyhow!("mounting on {}: {e}", plan.mountpoint.display())),
     }
@@ -184,7 +194,21 @@ fn serve(mounted: Mounted) -> anyhow::Result<()> {
     let Mounted {
         session,
         mut unmount,
+        overlay,
     } = mounted;
+    // Gives memory back once the kernel has forgotten many inodes.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trimmer = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("cowfs-trim".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    overlay.trim_memory();
+                }
+            })?
+    };
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let handle = signals.handle();
     let watcher = std::thread::Builder::new()
@@ -198,6 +222,8 @@ fn serve(mounted: Mounted) -> anyhow::Result<()> {
     let result = session.run();
     handle.close();
     let _ = watcher.join();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = trimmer.join();
     result.map_err(|e| anyhow!("serving the mount: {e}"))
 }
 

@@ -370,6 +370,20 @@ impl InodeTable {
             .retain(|_, slot| !matches!(slot, Slot::Forgotten(weak) if weak.strong_count() == 0));
     }
 
+    /// Number of slots, including those of forgotten inodes not yet swept.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Gives back the room of removed slots.
+    pub fn shrink(&self) {
+        self.map.shrink_to_fit();
+    }
+
     /// Number of inodes the kernel holds references to.
     pub fn known_count(&self) -> usize {
         self.map

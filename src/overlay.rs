@@ -62,6 +62,8 @@ pub struct Overlay {
     pub(crate) caps: Capabilities,
     pub(crate) handles: Handles,
     pub options: OverlayOptions,
+    /// Table size after the last memory trim, or the largest seen since.
+    trim_mark: std::sync::atomic::AtomicUsize,
 }
 
 /// Attributes as the mount reports them.
@@ -94,6 +96,7 @@ impl Overlay {
             caps,
             handles: Handles::default(),
             options,
+            trim_mark: std::sync::atomic::AtomicUsize::new(0),
         };
         let root = overlay.make_root()?;
         overlay.inodes.insert_root(root);
@@ -321,6 +324,22 @@ impl Overlay {
         }
         stat.st_uid = own.shown_uid(stat.st_uid);
         stat.st_gid = own.shown_gid(stat.st_gid);
+    }
+
+    /// Once the inode table has shrunk to half its size since the last
+    /// trim (the kernel forgot many inodes), frees the table's spare room
+    /// and hands free heap back to the system.
+    pub fn trim_memory(&self) {
+        use std::sync::atomic::Ordering;
+        let now = self.inodes.len();
+        let mark = self.trim_mark.fetch_max(now, Ordering::Relaxed).max(now);
+        if now * 2 < mark {
+            self.inodes.sweep();
+            self.inodes.shrink();
+            sys::trim_heap();
+            self.trim_mark.store(self.inodes.len(), Ordering::Relaxed);
+            tracing::debug!(before = mark, after = now, "trimmed memory");
+        }
     }
 
     /// The kernel dropped references to an inode.

@@ -701,3 +701,13 @@ pub fn clear_umask() {
 pub fn nlink(st: &Stat) -> u64 {
     st.st_nlink as u64
 }
+
+/// Returns free heap memory to the system (glibc keeps it otherwise).
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes
+    // the allocator's locks itself and touches no memory of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
