@@ -34,6 +34,9 @@ pub struct CowFs {
     overlay: Arc<Overlay>,
     ttl: Duration,
     backings: Backings,
+    /// Fault injection for tests: a lookup of this name panics
+    /// (`COWFS_TEST_PANIC_ON_LOOKUP`), to show a panic costs one request.
+    panic_on_lookup: Option<std::ffi::OsString>,
 }
 
 impl CowFs {
@@ -43,6 +46,7 @@ impl CowFs {
             overlay,
             ttl,
             backings: Backings::default(),
+            panic_on_lookup: std::env::var_os("COWFS_TEST_PANIC_ON_LOOKUP"),
         }
     }
 }
@@ -153,6 +157,9 @@ impl Filesystem for CowFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || {
+            if self.panic_on_lookup.as_deref() == Some(name) {
+                panic!("injected panic on lookup of {name:?}");
+            }
             let result = match self.overlay.inode(parent.0) {
                 Ok(parent) => self.overlay.lookup(&parent, name),
                 Err(e) => Err(e),
