@@ -41,9 +41,12 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         None => None,
     };
     let options = OverlayOptions {
-        fd_cache_capacity: usize::try_from(fd_budget / 2)
-            .unwrap_or(4096)
-            .clamp(256, 16384),
+        // Bounded by configuration, never by the size of the tree.
+        fd_cache_capacity: plan.options.fd_cache.unwrap_or_else(|| {
+            usize::try_from(fd_budget / 2)
+                .unwrap_or(4096)
+                .clamp(256, 16384)
+        }),
         cache_ttl: plan
             .options
             .timeout

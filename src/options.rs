@@ -23,6 +23,8 @@ pub struct MountOptions {
     pub timeout: Option<f64>,
     /// `metacopy=on`: attribute changes copy up metadata only.
     pub metacopy: bool,
+    /// `fd_cache=N`: how many O_PATH fds cowfs keeps open for reuse.
+    pub fd_cache: Option<usize>,
     /// `static_nlink`: merged dirs report a link count of 1.
     pub static_nlink: bool,
     /// `passthrough=off` keeps all file I/O in the daemon.
@@ -133,6 +135,16 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
             "exec" => out.noexec = false,
             "volatile" => out.no_sync = true,
             "static_nlink" => out.static_nlink = true,
+            "fd_cache" => {
+                let v = need(value)?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("option 'fd_cache' needs a number of fds, not '{v}'"))?;
+                if !(16..=1 << 20).contains(&n) {
+                    return Err(format!("option 'fd_cache' out of range (16..1048576): {n}"));
+                }
+                out.fd_cache = Some(n);
+            }
             "passthrough" => out.passthrough = on_off(key, &need(value)?)?,
             "metacopy" => {
                 out.metacopy = match need(value)?.as_str() {
@@ -260,6 +272,13 @@ mod tests {
         assert_eq!(root.ownership.squash_uid, Some(5), "squash_to_uid wins");
         assert!(parse(&["uidmapping=1:2".into()]).is_err());
         assert!(parse(&["xattr_permissions=3".into()]).is_err());
+    }
+
+    #[test]
+    fn fd_cache_is_bounded() {
+        assert_eq!(parse(&["fd_cache=512".into()]).unwrap().fd_cache, Some(512));
+        assert!(parse(&["fd_cache=3".into()]).is_err());
+        assert!(parse(&["fd_cache=lots".into()]).is_err());
     }
 
     #[test]
