@@ -56,6 +56,13 @@ impl FdCache {
         self.shard(&key).lock().pop(&key);
     }
 
+    /// Closes every cached fd (they are reopened on demand).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            shard.lock().clear();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }

@@ -336,6 +336,8 @@ impl Overlay {
         if now * 2 < mark {
             self.inodes.sweep();
             self.inodes.shrink();
+            // Most of the objects behind the cached fds were forgotten too.
+            self.fds.clear();
             sys::trim_heap();
             self.trim_mark.store(self.inodes.len(), Ordering::Relaxed);
             tracing::debug!(before = mark, after = now, "trimmed memory");
