@@ -113,12 +113,6 @@ pub fn is_chardev_whiteout(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
 
-/// Whether a zero-size regular file could be an xattr whiteout (then the
-/// `overlay.whiteout` xattr decides).
-pub fn may_be_xattr_whiteout(st: &Stat) -> bool {
-    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size == 0
-}
-
 /// For a name like `.wh.foo`, the hidden name `foo`; `None` for other names
 /// and for the OCI markers that are not whiteouts of an entry.
 pub fn oci_whiteout_target(name: &OsStr) -> Option<&OsStr> {

@@ -75,8 +75,4 @@ impl Handles {
     pub fn remove_dir(&self, id: u64) {
         self.dirs.remove(&id);
     }
-
-    pub fn open_count(&self) -> usize {
-        self.files.len() + self.dirs.len()
-    }
 }

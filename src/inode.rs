@@ -160,11 +160,6 @@ impl Inode {
         self.layers.read().upper.is_some()
     }
 
-    /// Whether the merged dir draws entries from more than the upper dir.
-    pub fn has_lowers(&self) -> bool {
-        !self.layers.read().lowers.is_empty()
-    }
-
     pub fn set_upper(&self, upper: RealRef, metacopy: bool) {
         let mut layers = self.layers.write();
         layers.upper = Some(upper);
@@ -193,11 +188,6 @@ impl Inode {
         if let Some(upper) = self.layers.write().upper.as_mut() {
             upper.loc = Location::Child { parent, name };
         }
-    }
-
-    /// The dir now shows its upper part only (made opaque, or renamed).
-    pub fn drop_lowers(&self) {
-        self.layers.write().lowers.clear();
     }
 
     /// Brings the inode up to date with a fresh lookup of one of its names.

@@ -349,10 +349,6 @@ impl Overlay {
         self.inodes.forget(ino, count);
     }
 
-    pub fn known_inodes(&self) -> usize {
-        self.inodes.known_count()
-    }
-
     pub fn statfs(&self) -> OpResult<sys::StatVfs> {
         let layer = match self.layers.upper() {
             Some(upper) => upper.id,

@@ -407,19 +407,6 @@ fn copy_range_by_hand(
     Ok(())
 }
 
-/// Device number parts, for reporting `rdev` to FUSE.
-pub fn dev_major(dev: u64) -> u32 {
-    rustix::fs::major(dev)
-}
-
-pub fn dev_minor(dev: u64) -> u32 {
-    rustix::fs::minor(dev)
-}
-
-pub fn make_dev(major: u32, minor: u32) -> u64 {
-    rustix::fs::makedev(major, minor)
-}
-
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
@@ -517,10 +504,6 @@ pub fn read_to_end(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
 /// Mode bits of `st` as a FileType.
 pub fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
-}
-
-pub fn as_fd(fd: &OwnedFd) -> BorrowedFd<'_> {
-    fd.as_fd()
 }
 
 /// Kernel mount flags for a FUSE mount.
