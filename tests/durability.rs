@@ -3,46 +3,14 @@
 //! copy was renamed into. With `volatile`, it syncs nothing.
 //! Watched with strace on the daemon (file descriptors decoded to paths).
 
+mod daemon_support;
+
+use daemon_support::{Daemon, wait_mounted};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Traced {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_mounted(mnt: &Path) -> bool {
-    let parent_dev = fs::metadata(mnt.parent().unwrap_or(Path::new("/"))).map(|m| m.dev());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let (Ok(m), Ok(p)) = (fs::metadata(mnt), &parent_dev)
-            && m.dev() != *p
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 /// Mounts lower/upper under strace, appends to a lower file and fsyncs it
 /// through the mount, unmounts, and returns the daemon's fsync calls.
@@ -77,11 +45,14 @@ fn fsyncs_for_one_fsync(extra: &[&str]) -> (Vec<String>, PathBuf) {
         .stderr(Stdio::null())
         .spawn()
         .expect("strace is needed for this test");
-    let mut traced = Traced {
+    let mut traced = Daemon {
         child,
         mnt: mnt.clone(),
     };
-    assert!(wait_mounted(&mnt), "cowfs did not mount under strace");
+    assert!(
+        wait_mounted(&mnt, Duration::from_secs(20)),
+        "cowfs did not mount under strace"
+    );
     {
         let mut f = fs::OpenOptions::new()
             .append(true)

@@ -3,46 +3,12 @@
 //! (The daemon panics on purpose on a lookup of the name given in
 //! `COWFS_TEST_PANIC_ON_LOOKUP`.)
 
+mod daemon_support;
+
+use daemon_support::{Daemon, wait_mounted};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Unmounts and reaps the daemon, also when the test fails.
-struct Daemon {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_mounted(mnt: &Path) -> bool {
-    let parent_dev = fs::metadata(mnt.parent().unwrap_or(Path::new("/"))).map(|m| m.dev());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let (Ok(m), Ok(p)) = (fs::metadata(mnt), &parent_dev)
-            && m.dev() != *p
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 #[test]
 fn a_panicking_request_answers_eio_and_the_mount_stays_up() {
@@ -74,7 +40,10 @@ fn a_panicking_request_answers_eio_and_the_mount_stays_up() {
         child,
         mnt: mnt.clone(),
     };
-    assert!(wait_mounted(&mnt), "cowfs did not mount");
+    assert!(
+        wait_mounted(&mnt, Duration::from_secs(10)),
+        "cowfs did not mount"
+    );
 
     for _ in 0..3 {
         let err = fs::metadata(mnt.join("boom")).expect_err("the panicking lookup must fail");
