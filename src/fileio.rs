@@ -1,18 +1,16 @@
 //! Open files and dirs: open (copying up on a write open), read, write,
-//! fsync, fallocate, lseek, copy_file_range, and merged readdir by offset.
+//! fsync, fallocate, lseek, copy_file_range.
 
-use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::copyup::CopyUp;
-use crate::dirmerge::DirEntry;
 use crate::error::OpResult;
-use crate::handles::{DirHandle, FileHandle};
-use crate::inode::{Inode, ROOT_INO};
+use crate::handles::FileHandle;
+use crate::inode::Inode;
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType, OFlags, SeekFrom};
 
@@ -238,82 +236,5 @@ impl Overlay {
             offset_out,
             len,
         )
-    }
-
-    pub fn opendir(&self, inode: &Arc<Inode>) -> OpResult<u64> {
-        if !inode.is_dir() {
-            return Err(Errno::NOTDIR);
-        }
-        Ok(self.handles.add_dir(DirHandle {
-            inode: inode.clone(),
-            snapshot: Mutex::new(None),
-        }))
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.remove_dir(fh);
-    }
-
-    /// Entries of an open dir from `offset` on; entry `i` of the result has
-    /// offset `offset + i + 1`. The first two are `.` and `..`.
-    pub fn readdir(&self, fh: u64, offset: u64) -> OpResult<Listing> {
-        let handle = self.handles.dir(fh).ok_or(Errno::BADF)?;
-        let snapshot = {
-            let mut slot = handle.snapshot.lock();
-            match slot.as_ref() {
-                Some(listing) if offset != 0 => listing.clone(),
-                _ => {
-                    let listing = Arc::new(self.list_dir(&handle.inode)?);
-                    *slot = Some(listing.clone());
-                    listing
-                }
-            }
-        };
-        let dir = &handle.inode;
-        let parent_ino = if dir.ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            dir.top()
-                .and_then(|r| r.parent().map(|p| p.ino))
-                .unwrap_or(ROOT_INO)
-        };
-        let dots = [
-            DirEntry {
-                name: OsString::from("."),
-                kind: FileType::Directory,
-                ino: dir.ino,
-            },
-            DirEntry {
-                name: OsString::from(".."),
-                kind: FileType::Directory,
-                ino: parent_ino,
-            },
-        ];
-        Ok(Listing {
-            dir: handle.inode.clone(),
-            dots,
-            snapshot,
-            start: usize::try_from(offset).unwrap_or(usize::MAX),
-        })
-    }
-}
-
-/// The rest of an open dir's listing, from the offset asked for.
-pub struct Listing {
-    pub dir: Arc<Inode>,
-    dots: [DirEntry; 2],
-    snapshot: Arc<Vec<DirEntry>>,
-    start: usize,
-}
-
-impl Listing {
-    /// Entries with the offset of the entry after each.
-    pub fn entries(&self) -> impl Iterator<Item = (u64, &DirEntry)> {
-        self.dots
-            .iter()
-            .chain(self.snapshot.iter())
-            .enumerate()
-            .skip(self.start)
-            .map(|(i, entry)| (i as u64 + 1, entry))
     }
 }

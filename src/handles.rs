@@ -1,13 +1,12 @@
-//! Open files and open dirs, by the handle number the kernel holds.
+//! Open files, by the handle number the kernel holds.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
-use crate::dirmerge::DirEntry;
 use crate::inode::Inode;
 use crate::layer::LayerId;
 
@@ -29,18 +28,10 @@ impl FileHandle {
     }
 }
 
-pub struct DirHandle {
-    pub inode: Arc<Inode>,
-    /// The listing taken at the first readdir (and again after a rewind), so
-    /// offsets stay valid while the dir changes.
-    pub snapshot: Mutex<Option<Arc<Vec<DirEntry>>>>,
-}
-
 #[derive(Default)]
 pub struct Handles {
     next: AtomicU64,
     files: DashMap<u64, Arc<FileHandle>>,
-    dirs: DashMap<u64, Arc<DirHandle>>,
 }
 
 impl Handles {
@@ -60,19 +51,5 @@ impl Handles {
 
     pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
         self.files.remove(&id).map(|(_, h)| h)
-    }
-
-    pub fn add_dir(&self, handle: DirHandle) -> u64 {
-        let id = self.next_id();
-        self.dirs.insert(id, Arc::new(handle));
-        id
-    }
-
-    pub fn dir(&self, id: u64) -> Option<Arc<DirHandle>> {
-        self.dirs.get(&id).map(|h| h.clone())
-    }
-
-    pub fn remove_dir(&self, id: u64) {
-        self.dirs.remove(&id);
     }
 }

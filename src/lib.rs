@@ -4,7 +4,7 @@
 //! The core reads like the concept: `layer` (the stack and inode numbers),
 //! `format` (whiteouts, opaque dirs, overlay xattrs), `inode` (the table the
 //! kernel's inodes live in), `lookup` (resolving a name top-down), `dirmerge`
-//! (merged listings), `copyup`, `namespace` (changes to names), `attr`,
+//! (merged listings), `dirstream` (reading them by offset), `copyup`, `namespace` (changes to names), `attr`,
 //! `fileio`, and `fuse_adapter`, the thin edge that speaks FUSE. `sys` holds
 //! every system call wrapper and is the one module allowed unchecked code.
 
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod copyup;
 pub mod daemon;
 pub mod dirmerge;
+pub mod dirstream;
 pub mod error;
 pub mod fdcache;
 pub mod fileio;

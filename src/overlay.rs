@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dirstream::DirOrder;
 use crate::error::OpResult;
 use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
@@ -61,6 +62,7 @@ pub struct Overlay {
     pub(crate) work: Option<WorkDir>,
     pub(crate) caps: Capabilities,
     pub(crate) handles: Handles,
+    pub(crate) dir_order: DirOrder,
     pub options: OverlayOptions,
     /// Table size after the last memory trim, or the largest seen since.
     trim_mark: std::sync::atomic::AtomicUsize,
@@ -95,6 +97,7 @@ impl Overlay {
             work,
             caps,
             handles: Handles::default(),
+            dir_order: DirOrder::default(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
         };

@@ -17,6 +17,7 @@ use fuser::{
 };
 
 use crate::attr::SetAttr;
+use crate::dirstream::DirListing;
 use crate::error::Errno;
 use crate::inode::Inode;
 use crate::namespace::{NewKind, NewObject};
@@ -73,6 +74,10 @@ fn guarded(op: &'static str, body: impl FnOnce()) {
 impl CowFs {
     fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, FuseErrno> {
         self.overlay.inode(ino.0).map_err(errno)
+    }
+
+    fn listing(&self, ino: INodeNo, offset: u64) -> Result<Arc<DirListing>, FuseErrno> {
+        self.on_inode(ino, |dir| self.overlay.readdir(dir, offset))
     }
 
     /// Runs an overlay call on the inode the kernel names.
@@ -461,48 +466,51 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", || match self.inode(ino) {
-            Ok(inode) => match self.overlay.opendir(&inode) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
-        });
+    /// Declined for good: the kernel then opens dirs itself (no opendir or
+    /// releasedir round trips) and caches their listings, which the stable
+    /// offsets of `dirstream` make safe.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(FuseErrno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", || match self.overlay.readdir(fh.0, offset) {
+        guarded("readdir", || match self.listing(ino, offset) {
             Ok(listing) => {
-                for (next, entry) in listing.entries() {
+                let mut full = false;
+                for (next, entry) in listing.entries_after(offset) {
                     if reply.add(INodeNo(entry.ino), next, kind_of(entry.kind), &entry.name) {
+                        full = true;
                         break;
                     }
                 }
+                if !full {
+                    self.overlay.readdir_done(&listing);
+                }
                 reply.ok();
             }
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         });
     }
 
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        guarded("readdirplus", || match self.overlay.readdir(fh.0, offset) {
+        guarded("readdirplus", || match self.listing(ino, offset) {
             Ok(listing) => {
-                for (next, entry) in listing.entries() {
+                let mut full = false;
+                for (next, entry) in listing.entries_after(offset) {
                     let is_dot = entry.name == "." || entry.name == "..";
                     let attr = if is_dot {
                         match self
@@ -523,7 +531,7 @@ impl Filesystem for CowFs {
                             Err(_) => continue,
                         }
                     };
-                    let full = reply.add(
+                    full = reply.add(
                         INodeNo(attr.ino),
                         next,
                         &entry.name,
@@ -539,22 +547,13 @@ impl Filesystem for CowFs {
                         break;
                     }
                 }
+                if !full {
+                    self.overlay.readdir_done(&listing);
+                }
                 reply.ok();
             }
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         });
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.overlay.releasedir(fh.0);
-        reply.ok();
     }
 
     fn fsyncdir(
