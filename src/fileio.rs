@@ -109,15 +109,15 @@ impl Overlay {
         let handle = self.file(fh)?;
         let fd = self.read_fd(&handle)?;
         let mut buf = vec![0u8; size as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match sys::pread(fd.as_fd(), &mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
+        // One read: a short read of a regular file is its end, and the
+        // kernel takes a short answer as the end too. Reading on until the
+        // buffer is full would cost every small file a second, empty read.
+        let filled = loop {
+            match sys::pread(fd.as_fd(), &mut buf, offset) {
                 Err(Errno::INTR) => continue,
-                Err(e) => return Err(e),
+                done => break done?,
             }
-        }
+        };
         buf.truncate(filled);
         Ok(buf)
     }
