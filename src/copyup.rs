@@ -120,7 +120,10 @@ impl Overlay {
                     ),
                 };
                 if renamed.is_ok() {
-                    self.mark_impure(parent_fd.as_fd())?;
+                    if !parent.known_impure() {
+                        self.mark_impure(parent_fd.as_fd())?;
+                        parent.set_known_impure();
+                    }
                     sys::set_times(parent_fd.as_fd(), &times_of(&parent_before))?;
                 }
                 renamed
@@ -182,7 +185,12 @@ impl Overlay {
         } else {
             let source = layers.lowers.first().ok_or(Errno::IO)?;
             let from = sys::reopen(self.real_fd(source)?.as_fd(), OFlags::RDONLY)?;
-            sys::copy_file_data(from.as_fd(), writable.as_fd(), before.st_size as u64)?;
+            sys::copy_file_data(
+                from.as_fd(),
+                writable.as_fd(),
+                before.st_size as u64,
+                &self.clone_unsupported,
+            )?;
         }
         sys::set_times(upper_fd.as_fd(), &times_of(&before))?;
         for ns in format::READ_NAMESPACES {
@@ -210,36 +218,32 @@ impl Overlay {
         indexed: bool,
     ) -> OpResult<()> {
         let kind = sys::file_type(st);
-        match kind {
+        // A file's metadata is set through the fd it was written through;
+        // other objects are reached by an O_PATH fd.
+        let copy = match kind {
             FileType::RegularFile => {
                 let to = sys::create_file(work.fd(), temp, OFlags::WRONLY, 0o600)?;
                 match mode {
                     CopyUp::Data => {
                         let from = sys::reopen(source, OFlags::RDONLY)?;
-                        sys::copy_file_data(from.as_fd(), to.as_fd(), st.st_size as u64)?;
+                        sys::copy_file_data(
+                            from.as_fd(),
+                            to.as_fd(),
+                            st.st_size as u64,
+                            &self.clone_unsupported,
+                        )?;
                     }
                     // A sparse file of the right size: no data blocks.
                     CopyUp::MetaOnly => sys::ftruncate(to.as_fd(), st.st_size as u64)?,
                     CopyUp::Truncate => {}
                 }
+                to
             }
-            FileType::Directory => sys::mkdir(work.fd(), temp, 0o700)?,
-            FileType::Symlink => {
-                let target = sys::readlink(source)?;
-                sys::symlink(
-                    std::os::unix::ffi::OsStrExt::from_bytes(&target[..]),
-                    work.fd(),
-                    temp,
-                )?;
+            other => {
+                self.make_special_copy(work, temp, source, st, other)?;
+                sys::open_path(work.fd(), temp)?
             }
-            _ => sys::mknod(
-                work.fd(),
-                temp,
-                (st.st_mode & libc::S_IFMT) | 0o600,
-                st.st_rdev,
-            )?,
-        }
-        let copy = sys::open_path(work.fd(), temp)?;
+        };
         // Data first: writing data clears security.capability.
         self.copy_xattrs(source, copy.as_fd())?;
         let hard_linked = kind != FileType::Directory && st.st_nlink > 1;
@@ -263,6 +267,35 @@ impl Overlay {
             sys::chmod(copy.as_fd(), st.st_mode & 0o7777)?;
         }
         sys::set_times(copy.as_fd(), &times_of(st))?;
+        Ok(())
+    }
+
+    /// Makes the copy of a dir, symlink or device node named `temp`.
+    fn make_special_copy(
+        &self,
+        work: &WorkDir,
+        temp: &OsStr,
+        source: BorrowedFd<'_>,
+        st: &Stat,
+        kind: FileType,
+    ) -> OpResult<()> {
+        match kind {
+            FileType::Directory => sys::mkdir(work.fd(), temp, 0o700)?,
+            FileType::Symlink => {
+                let target = sys::readlink(source)?;
+                sys::symlink(
+                    std::os::unix::ffi::OsStrExt::from_bytes(&target[..]),
+                    work.fd(),
+                    temp,
+                )?;
+            }
+            _ => sys::mknod(
+                work.fd(),
+                temp,
+                (st.st_mode & libc::S_IFMT) | 0o600,
+                st.st_rdev,
+            )?,
+        }
         Ok(())
     }
 

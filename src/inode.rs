@@ -117,6 +117,9 @@ pub struct Inode {
     pub dir_lock: Mutex<()>,
     /// Set once the last name of the inode is gone.
     unlinked: AtomicBool,
+    /// For a dir: its upper dir is known to be marked impure (a mark is
+    /// never taken away, so this is never reset).
+    known_impure: AtomicBool,
     /// For a merged dir: its link count, once counted (0: not yet). Every
     /// change to its subdirs goes through this mount, which resets it.
     merged_nlink: AtomicU32,
@@ -132,8 +135,17 @@ impl Inode {
             copy_up_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
             unlinked: AtomicBool::new(false),
+            known_impure: AtomicBool::new(false),
             merged_nlink: AtomicU32::new(0),
         }
+    }
+
+    pub fn known_impure(&self) -> bool {
+        self.known_impure.load(Ordering::Relaxed)
+    }
+
+    pub fn set_known_impure(&self) {
+        self.known_impure.store(true, Ordering::Relaxed);
     }
 
     pub fn is_dir(&self) -> bool {

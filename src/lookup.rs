@@ -33,16 +33,22 @@ impl Overlay {
     /// Looks up `name` in `parent` and takes a kernel reference on the result.
     pub fn lookup(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<(Arc<Inode>, Attr)> {
         let found = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
+        Ok(self.adopt(found))
+    }
+
+    /// Takes a kernel reference on a resolved object, making its inode if
+    /// the table has none.
+    pub(crate) fn adopt(&self, found: Resolved) -> (Arc<Inode>, Attr) {
         if found.kind != FileType::Directory {
             let attr = self.attr_parts(found.ino, None, found.stat, &found.layers);
             let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
-            return Ok((inode, attr));
+            return (inode, attr);
         }
         // A merged dir's link count is kept on its inode: make that first.
         let layers = found.layers.clone();
         let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
         let attr = self.attr_from(&inode, found.stat, &layers);
-        Ok((inode, attr))
+        (inode, attr)
     }
 
     /// Looks up an entry a listing just showed: an inode already known by

@@ -14,8 +14,9 @@ use parking_lot::MutexGuard;
 use crate::copyup::give_owner;
 use crate::error::OpResult;
 use crate::format;
-use crate::inode::Inode;
-use crate::lookup::UpperEntry;
+use crate::inode::{Inode, Layers, Location, RealRef};
+use crate::layer::UPPER;
+use crate::lookup::{Resolved, UpperEntry};
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, OFlags, RenameFlags};
 
@@ -173,7 +174,30 @@ impl Overlay {
             let attr = self.attr_of(&source)?;
             return Ok((source, attr, None));
         }
-        let (inode, attr) = self.lookup(parent, name)?;
+        // What a lookup would find, known without one: a new upper object
+        // with no origin, metacopy or lower layers (the name was free, or
+        // whited out, which hides what lies below).
+        let stat = match &opened {
+            Some(fd) => sys::fstat(fd.as_fd())?,
+            None => sys::stat_at(parent_fd.as_fd(), name)?.ok_or(Errno::NOENT)?,
+        };
+        let layers = Layers {
+            upper: Some(RealRef {
+                layer: UPPER,
+                real_ino: stat.st_ino,
+                loc: Location::Child {
+                    parent: parent.clone(),
+                    name: Arc::from(name),
+                },
+            }),
+            ..Layers::default()
+        };
+        let (inode, attr) = self.adopt(Resolved {
+            ino: self.ino_for(&layers),
+            kind: sys::file_type(&stat),
+            stat,
+            layers,
+        });
         Ok((inode, attr, opened))
     }
 

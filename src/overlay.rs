@@ -63,6 +63,8 @@ pub struct Overlay {
     pub(crate) caps: Capabilities,
     pub(crate) handles: Handles,
     pub(crate) dir_order: DirOrder,
+    /// The upper fs has said it cannot clone files (FICLONE).
+    pub(crate) clone_unsupported: std::sync::atomic::AtomicBool,
     pub options: OverlayOptions,
     /// Table size after the last memory trim, or the largest seen since.
     trim_mark: std::sync::atomic::AtomicUsize,
@@ -98,6 +100,7 @@ impl Overlay {
             caps,
             handles: Handles::default(),
             dir_order: DirOrder::default(),
+            clone_unsupported: std::sync::atomic::AtomicBool::new(false),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
         };

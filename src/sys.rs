@@ -13,6 +13,7 @@ use std::ffi::{CStr, OsStr};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
@@ -121,6 +122,14 @@ fn xattr_result<T>(r: SysResult<T>) -> SysResult<Option<T>> {
 /// Reads a whole xattr value; `None` when absent.
 pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>> {
     let path = proc_path(fd);
+    // Most values (overlay xattrs, ACLs) are short: one call reads them.
+    let mut small = [0u8; 256];
+    match xattr_result(rustix::fs::getxattr(path.as_str(), name, &mut small[..])) {
+        Ok(Some(len)) => return Ok(Some(small[..len].to_vec())),
+        Ok(None) => return Ok(None),
+        Err(Errno::RANGE) => {}
+        Err(e) => return Err(e),
+    }
     loop {
         let Some(size) = xattr_result(rustix::fs::getxattr_query(path.as_str(), name))? else {
             return Ok(None);
@@ -154,15 +163,24 @@ pub fn xattr_first_byte(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<u8
     }
 }
 
+/// Sets an xattr on an open file or an `O_PATH` fd. The fd's own call goes
+/// first: it needs no walk through /proc, and on an `O_PATH` fd it fails at
+/// once with EBADF.
 pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
     let flags = rustix::fs::XattrFlags::from_bits_retain(flags as _);
-    rustix::fs::setxattr(proc_path(fd).as_str(), name, value, flags)
+    match rustix::fs::fsetxattr(fd, name, value, flags) {
+        Err(Errno::BADF) => rustix::fs::setxattr(proc_path(fd).as_str(), name, value, flags),
+        done => done,
+    }
 }
 
 pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     let path = proc_path(fd);
     loop {
         let size = rustix::fs::listxattr_query(path.as_str())?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
         let mut list = vec![0u8; size];
         match rustix::fs::listxattr(path.as_str(), &mut list[..]) {
             Ok(len) => {
@@ -180,13 +198,17 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
 }
 
 /// chmod of the object itself (symlinks have no mode to change on Linux).
+/// Like `set_xattr`, the fd's own call first.
 pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
-    rustix::fs::chmodat(
-        CWD,
-        proc_path(fd),
-        Mode::from_raw_mode(mode),
-        AtFlags::empty(),
-    )
+    match rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)) {
+        Err(Errno::BADF) => rustix::fs::chmodat(
+            CWD,
+            proc_path(fd),
+            Mode::from_raw_mode(mode),
+            AtFlags::empty(),
+        ),
+        done => done,
+    }
 }
 
 /// chown of the object itself, never of a symlink's target.
@@ -341,12 +363,25 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> SysResult<()> {
 
 /// Copies all data of `from` into the empty file `to`, sharing blocks when the
 /// filesystem can (FICLONE) and never writing the holes of a sparse source.
-pub fn copy_file_data(from: BorrowedFd<'_>, to: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+/// `clone_unsupported` remembers, for one destination fs, that it has said
+/// it cannot clone, so that it is not asked again for every file.
+pub fn copy_file_data(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    size: u64,
+    clone_unsupported: &AtomicBool,
+) -> SysResult<()> {
     if size == 0 {
         return Ok(());
     }
-    if rustix::fs::ioctl_ficlone(to, from).is_ok() {
-        return Ok(());
+    if !clone_unsupported.load(Ordering::Relaxed) {
+        match rustix::fs::ioctl_ficlone(to, from) {
+            Ok(()) => return Ok(()),
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOTTY) => {
+                clone_unsupported.store(true, Ordering::Relaxed)
+            }
+            Err(_) => {}
+        }
     }
     let mut offset = 0u64;
     while offset < size {
@@ -363,7 +398,10 @@ pub fn copy_file_data(from: BorrowedFd<'_>, to: BorrowedFd<'_>, size: u64) -> Sy
         copy_range(from, to, data_start, data_end)?;
         offset = data_end;
     }
-    // The tail may be a hole; the size must still be right.
+    if offset == size {
+        return Ok(());
+    }
+    // The tail is a hole (or the source shrank); the size must still be right.
     ftruncate(to, size)
 }
 
