@@ -20,6 +20,51 @@ pub struct DirEntry {
     pub kind: FileType,
     /// Equal to the `st_ino` a lookup of the entry reports.
     pub ino: u64,
+    /// Which lower dirs hold the name, as the listing found them.
+    pub lowers: LowerHint,
+}
+
+/// What a listing saw of one name in the lower dirs of its merged dir, so
+/// that a lookup right after it (readdirplus) need not probe the lowers that
+/// lack it. Lower layers never change under a mount, so what was seen there
+/// stays true; the upper dir is always probed afresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LowerHint {
+    /// How many lower dirs the listing read (0: no hint).
+    pub lower_dirs: u8,
+    /// Bit i: lower dir i has an object or a 0/0 whiteout of this name.
+    pub present: u64,
+    /// Bit i: lower dir i has an OCI whiteout `.wh.NAME`.
+    pub oci_whiteout: u64,
+}
+
+impl LowerHint {
+    /// Whether lower dir `i` of `lower_dirs` may hold the name (`true`
+    /// when unknown).
+    pub fn may_have(&self, i: usize, lower_dirs: usize) -> bool {
+        !self.covers(lower_dirs) || self.present & (1 << i) != 0
+    }
+
+    /// Whether lower dir `i` may hold `.wh.NAME`.
+    pub fn may_have_oci_whiteout(&self, i: usize, lower_dirs: usize) -> bool {
+        !self.covers(lower_dirs) || self.oci_whiteout & (1 << i) != 0
+    }
+
+    /// Whether any lower dir after `i` may hold the name.
+    pub fn may_have_below(&self, i: usize, lower_dirs: usize) -> bool {
+        !self.covers(lower_dirs) || (i + 1 < 64 && self.present >> (i + 1) != 0)
+    }
+
+    fn covers(&self, lower_dirs: usize) -> bool {
+        self.lower_dirs != 0 && usize::from(self.lower_dirs) == lower_dirs
+    }
+}
+
+/// Names a layer dir hides: by 0/0 whiteouts and by OCI `.wh.` files.
+#[derive(Default)]
+struct Whiteouts {
+    chardev: Vec<OsString>,
+    oci: Vec<OsString>,
 }
 
 /// One entry as read from one layer.
@@ -48,8 +93,23 @@ impl Overlay {
         let mut overlapping: HashSet<usize> = HashSet::new();
         let mut upper_names: HashSet<usize> = HashSet::new();
 
-        let sources = layers.upper.iter().chain(layers.lowers.iter());
-        for source in sources {
+        // Hints only fit in the bits there are.
+        let hinted_lowers = u8::try_from(layers.lowers.len())
+            .ok()
+            .filter(|n| *n <= 64)
+            .unwrap_or(0);
+        let blank_hint = LowerHint {
+            lower_dirs: hinted_lowers,
+            ..LowerHint::default()
+        };
+        let upper = layers.upper.iter().map(|dir| (None, dir));
+        let lowers = layers
+            .lowers
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| (Some(i), dir));
+        for (lower_index, source) in upper.chain(lowers) {
+            let bit = lower_index.filter(|i| *i < 64).map_or(0, |i| 1u64 << i);
             let (entries, whiteouts) = self.read_layer_dir(source)?;
             for entry in entries {
                 if hidden.contains(&entry.name) {
@@ -59,20 +119,35 @@ impl Overlay {
                     if upper_names.contains(&at) {
                         overlapping.insert(at);
                     }
+                    out[at].lowers.present |= bit;
                     continue;
                 }
                 position.insert(entry.name.clone(), out.len());
                 if source.is_upper() {
                     upper_names.insert(out.len());
                 }
+                let mut lowers = blank_hint;
+                lowers.present |= bit;
                 out.push(DirEntry {
                     ino: self.layers.map_ino(source.layer, entry.real_ino),
                     name: entry.name,
                     kind: entry.kind,
+                    lowers,
                 });
             }
+            for name in &whiteouts.chardev {
+                if let Some(&at) = position.get(name) {
+                    out[at].lowers.present |= bit;
+                }
+            }
+            for name in &whiteouts.oci {
+                if let Some(&at) = position.get(name) {
+                    out[at].lowers.oci_whiteout |= bit;
+                }
+            }
             // A layer's whiteouts hide names of the layers below it only.
-            hidden.extend(whiteouts);
+            hidden.extend(whiteouts.chardev);
+            hidden.extend(whiteouts.oci);
         }
 
         if !exact_ino {
@@ -87,7 +162,7 @@ impl Overlay {
             }
         }
         for at in overlapping {
-            if let Some(found) = self.resolve(dir, &out[at].name)? {
+            if let Some(found) = self.resolve_hinted(dir, &out[at].name, &out[at].lowers)? {
                 out[at].ino = found.ino;
             }
         }
@@ -104,18 +179,24 @@ impl Overlay {
         if let Some(known) = dir.cached_nlink() {
             return Ok(known);
         }
-        let subdirs = self
-            .merge_dir(dir, false)?
-            .iter()
-            .filter(|e| e.kind == FileType::Directory)
-            .count();
+        let subdirs = if dir.has_upper() {
+            self.merge_dir(dir, false)?
+                .iter()
+                .filter(|e| e.kind == FileType::Directory)
+                .count()
+        } else {
+            // Without an upper dir the exact listing costs no more (no
+            // copied-up entries whose numbers need a lookup), and an open of
+            // the dir usually follows its lookup: list once for both.
+            self.count_subdirs_and_keep(dir)?
+        };
         let nlink = u32::try_from(subdirs + 2).unwrap_or(u32::MAX);
         dir.cache_nlink(nlink);
         Ok(nlink)
     }
 
     /// Reads one layer's dir: its visible entries and the names it whites out.
-    fn read_layer_dir(&self, dir: &RealRef) -> OpResult<(Vec<LayerEntry>, Vec<OsString>)> {
+    fn read_layer_dir(&self, dir: &RealRef) -> OpResult<(Vec<LayerEntry>, Whiteouts)> {
         let path_fd = self.real_fd(dir)?;
         let listing = sys::open_dir_for_listing(path_fd.as_fd())?;
         let mut raw = Vec::new();
@@ -127,18 +208,18 @@ impl Overlay {
         })?;
 
         let mut entries = Vec::with_capacity(raw.len());
-        let mut whiteouts = Vec::new();
+        let mut whiteouts = Whiteouts::default();
         for (name, mut kind, real_ino) in raw {
             if format::is_reserved_name(&name) {
                 if let Some(target) = format::oci_whiteout_target(&name) {
-                    whiteouts.push(target.to_os_string());
+                    whiteouts.oci.push(target.to_os_string());
                 }
                 continue;
             }
             if kind == FileType::CharacterDevice || kind == FileType::Unknown {
                 match sys::stat_at(path_fd.as_fd(), &name)? {
                     Some(st) if format::is_chardev_whiteout(&st) => {
-                        whiteouts.push(name);
+                        whiteouts.chardev.push(name);
                         continue;
                     }
                     Some(st) => kind = sys::file_type(&st),

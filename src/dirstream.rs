@@ -13,6 +13,7 @@
 use std::ffi::OsString;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -31,16 +32,18 @@ const FIRST_NAME_OFFSET: u64 = 3;
 /// `loff_t`.
 const NAME_OFFSET_LIMIT: u64 = (i64::MAX as u64) - (1 << 32);
 
-/// How many dirs' listings are kept for streams in progress. Past it the
+/// How many entries the listings kept for streams in progress (and for
+/// the readdir that usually follows a lookup) may hold together. Past it the
 /// kept ones are dropped; a stream that finds none builds a new listing,
 /// which its offsets still fit.
-const KEPT_LISTINGS: usize = 256;
+const KEPT_ENTRIES: usize = 16 * 1024;
 
 /// The per-mount key of the name hash: an attacker who can name files must
 /// not be able to produce colliding offsets at will.
 pub struct DirOrder {
     key: std::hash::RandomState,
     kept: DashMap<u64, Arc<DirListing>>,
+    kept_entries: AtomicUsize,
 }
 
 impl Default for DirOrder {
@@ -48,11 +51,38 @@ impl Default for DirOrder {
         DirOrder {
             key: std::hash::RandomState::new(),
             kept: DashMap::new(),
+            kept_entries: AtomicUsize::new(0),
         }
     }
 }
 
 impl DirOrder {
+    fn keep(&self, listing: Arc<DirListing>) {
+        let size = listing.len() + 1;
+        if self.kept_entries.fetch_add(size, Ordering::Relaxed) + size > KEPT_ENTRIES {
+            self.kept.clear();
+            self.kept_entries.store(size, Ordering::Relaxed);
+        }
+        if let Some(old) = self.kept.insert(listing.dir.ino, listing) {
+            self.kept_entries
+                .fetch_sub(old.len() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn drop_kept(&self, listing: &Arc<DirListing>) {
+        if self
+            .kept
+            .remove_if(&listing.dir.ino, |_, kept| Arc::ptr_eq(kept, listing))
+            .is_some()
+        {
+            let _ = self
+                .kept_entries
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(listing.len() + 1))
+                });
+        }
+    }
+
     fn offset_of(&self, name: &OsString) -> u64 {
         FIRST_NAME_OFFSET + self.key.hash_one(name) % (NAME_OFFSET_LIMIT - FIRST_NAME_OFFSET)
     }
@@ -82,6 +112,8 @@ fn sort_by_offset(ordered: &mut [(u64, DirEntry)]) {
 /// A merged listing of one dir, `.` and `..` first, in offset order.
 pub struct DirListing {
     pub dir: Arc<Inode>,
+    /// The dir's names version when the listing was begun.
+    version: u64,
     dots: [(u64, DirEntry); 2],
     names: Vec<(u64, DirEntry)>,
 }
@@ -106,6 +138,14 @@ impl DirListing {
         self.names.is_empty()
     }
 
+    /// How many of the entries are dirs.
+    pub fn subdirs(&self) -> usize {
+        self.names
+            .iter()
+            .filter(|(_, e)| e.kind == FileType::Directory)
+            .count()
+    }
+
     fn last_offset(&self) -> u64 {
         self.names.last().map_or(DOTDOT_OFFSET, |(at, _)| *at)
     }
@@ -113,23 +153,20 @@ impl DirListing {
 
 impl Overlay {
     /// The listing of `dir` to serve a read from `offset`. A read from 0
-    /// (an open or a rewind) takes a new listing, later reads reuse it.
+    /// (an open or a rewind) needs a listing no older than the dir's last
+    /// change; later reads take whatever listing is kept.
     pub fn readdir(&self, dir: &Arc<Inode>, offset: u64) -> OpResult<Arc<DirListing>> {
         if !dir.is_dir() {
             return Err(Errno::NOTDIR);
         }
-        if offset != 0
-            && let Some(kept) = self.dir_order.kept.get(&dir.ino)
+        if let Some(kept) = self.dir_order.kept.get(&dir.ino)
+            && (offset != 0 || kept.version == dir.names_version())
         {
             return Ok(kept.clone());
         }
         let listing = Arc::new(self.ordered_listing(dir)?);
-        let order = &self.dir_order;
         if offset < listing.last_offset() {
-            if order.kept.len() >= KEPT_LISTINGS {
-                order.kept.clear();
-            }
-            order.kept.insert(dir.ino, listing.clone());
+            self.dir_order.keep(listing.clone());
         }
         Ok(listing)
     }
@@ -137,13 +174,21 @@ impl Overlay {
     /// Tells that a stream has read `listing` to its end, so it need not be
     /// kept for it.
     pub fn readdir_done(&self, listing: &Arc<DirListing>) {
-        self.dir_order
-            .kept
-            .remove_if(&listing.dir.ino, |_, kept| Arc::ptr_eq(kept, listing));
+        self.dir_order.drop_kept(listing);
+    }
+
+    /// Lists `dir` for its link count and keeps the listing for the readdir
+    /// that usually comes next (a lookup, then an open of the dir).
+    pub(crate) fn count_subdirs_and_keep(&self, dir: &Arc<Inode>) -> OpResult<usize> {
+        let listing = self.ordered_listing(dir)?;
+        let subdirs = listing.subdirs();
+        self.dir_order.keep(Arc::new(listing));
+        Ok(subdirs)
     }
 
     /// The whole merged listing of `dir` in offset order.
     pub fn ordered_listing(&self, dir: &Arc<Inode>) -> OpResult<DirListing> {
+        let version = dir.names_version();
         let names = if dir.is_unlinked() {
             // Read through an fd that outlived an rmdir: empty, as on any fs.
             Vec::new()
@@ -165,9 +210,11 @@ impl Overlay {
             name: OsString::from(name),
             kind: FileType::Directory,
             ino,
+            lowers: Default::default(),
         };
         Ok(DirListing {
             dir: dir.clone(),
+            version,
             dots: [
                 (DOT_OFFSET, dot(".", dir.ino)),
                 (DOTDOT_OFFSET, dot("..", parent_ino)),
@@ -186,6 +233,7 @@ mod tests {
             name: OsString::from(name),
             kind: FileType::RegularFile,
             ino: 1,
+            lowers: Default::default(),
         }
     }
 

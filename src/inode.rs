@@ -117,6 +117,9 @@ pub struct Inode {
     pub dir_lock: Mutex<()>,
     /// Set once the last name of the inode is gone.
     unlinked: AtomicBool,
+    /// For a dir: bumped after every change to its names, so a listing
+    /// taken at one version is known to be current while it stays.
+    names_version: AtomicU64,
     /// For a dir: its upper dir is known to be marked impure (a mark is
     /// never taken away, so this is never reset).
     known_impure: AtomicBool,
@@ -136,8 +139,21 @@ impl Inode {
             dir_lock: Mutex::new(()),
             unlinked: AtomicBool::new(false),
             known_impure: AtomicBool::new(false),
+            names_version: AtomicU64::new(0),
             merged_nlink: AtomicU32::new(0),
         }
+    }
+
+    /// Takes the name lock of this dir for a change to its names.
+    pub fn lock_names(&self) -> NamesGuard<'_> {
+        NamesGuard {
+            _lock: self.dir_lock.lock(),
+            version: &self.names_version,
+        }
+    }
+
+    pub fn names_version(&self) -> u64 {
+        self.names_version.load(Ordering::Acquire)
     }
 
     pub fn known_impure(&self) -> bool {
@@ -257,6 +273,19 @@ impl Inode {
 enum Slot {
     Known(Arc<Inode>),
     Forgotten(Weak<Inode>),
+}
+
+/// The name lock of a dir, held for a change to its names; the names
+/// version moves on when it is let go, after the change.
+pub struct NamesGuard<'a> {
+    _lock: parking_lot::MutexGuard<'a, ()>,
+    version: &'a AtomicU64,
+}
+
+impl Drop for NamesGuard<'_> {
+    fn drop(&mut self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 pub struct InodeTable {

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use crate::dirmerge::LowerHint;
 use crate::error::OpResult;
 use crate::format::{self, Opacity, Redirect};
 use crate::inode::{Inode, Layers, Location, RealRef};
@@ -67,12 +68,25 @@ impl Overlay {
             self.inodes.add_lookup(&inode);
             return Ok((inode, attr));
         }
-        self.lookup(dir, &entry.name)
+        let found = self
+            .resolve_hinted(dir, &entry.name, &entry.lowers)?
+            .ok_or(Errno::NOENT)?;
+        Ok(self.adopt(found))
     }
 
     /// Resolves `name` in `parent` without touching the inode table.
     /// `Ok(None)`: the merged view has no such name.
     pub fn resolve(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<Option<Resolved>> {
+        self.resolve_hinted(parent, name, &LowerHint::default())
+    }
+
+    /// `resolve`, skipping the lower dirs a listing saw without the name.
+    pub fn resolve_hinted(
+        &self,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+        hint: &LowerHint,
+    ) -> OpResult<Option<Resolved>> {
         if !parent.is_dir() {
             return Err(Errno::NOTDIR);
         }
@@ -103,11 +117,12 @@ impl Overlay {
         // Dirs that lack the name since the last layer that had it: an OCI
         // `.wh.NAME` in one of them hides what lies below. Looked for only
         // once something below is found, so a miss costs one stat a layer.
-        let mut absent_in: Vec<&RealRef> = Vec::new();
+        // Each with its lower index (None: the upper dir).
+        let mut absent_in: Vec<(Option<usize>, &RealRef)> = Vec::new();
         if let Some(upper_dir) = &dir.upper {
             match self.quick_presence(upper_dir, &name)? {
                 Presence::WhitedOut => return Ok(None),
-                Presence::Absent => absent_in.push(upper_dir),
+                Presence::Absent => absent_in.push((None, upper_dir)),
                 Presence::Object(st) => {
                     let upper = make_ref(UPPER, &st, &name);
                     if sys::file_type(&st) == FileType::Directory {
@@ -150,15 +165,28 @@ impl Overlay {
             }
         }
 
+        // The hint is about `name`; a redirect sends the lowers elsewhere.
+        let no_hint = LowerHint::default();
+        let hint = if lower_name == name { hint } else { &no_hint };
+        let lower_dirs = dir.lowers.len();
         if search_lowers {
-            for lower_dir in &dir.lowers {
-                match self.quick_presence(lower_dir, &lower_name)? {
+            for (i, lower_dir) in dir.lowers.iter().enumerate() {
+                let presence = if hint.may_have(i, lower_dirs) {
+                    self.quick_presence(lower_dir, &lower_name)?
+                } else {
+                    Presence::Absent
+                };
+                match presence {
                     Presence::Absent => {
-                        absent_in.push(lower_dir);
+                        absent_in.push((Some(i), lower_dir));
                         continue;
                     }
                     Presence::WhitedOut => break,
-                    Presence::Object(_) if self.oci_whiteout_in(&absent_in, &lower_name)? => break,
+                    Presence::Object(_)
+                        if self.oci_whiteout_in(&absent_in, &lower_name, hint, lower_dirs)? =>
+                    {
+                        break;
+                    }
                     Presence::Object(st) => {
                         absent_in.clear();
                         let is_dir = sys::file_type(&st) == FileType::Directory;
@@ -175,7 +203,11 @@ impl Overlay {
                             // A non-dir below a dir ends the merge.
                             Some(_) => break,
                         }
-                        let opaque = is_dir && self.is_opaque(&lower)?;
+                        // Opacity only matters if a dir below may have the name.
+                        let opaque = is_dir
+                            && i + 1 < lower_dirs
+                            && hint.may_have_below(i, lower_dirs)
+                            && self.is_opaque(&lower)?;
                         layers.lowers.push(lower);
                         if !is_dir || opaque {
                             break;
@@ -228,12 +260,22 @@ impl Overlay {
     }
 
     /// Whether any of `dirs` has an OCI whiteout `.wh.NAME`.
-    fn oci_whiteout_in(&self, dirs: &[&RealRef], name: &OsStr) -> OpResult<bool> {
-        if dirs.is_empty() {
+    fn oci_whiteout_in(
+        &self,
+        dirs: &[(Option<usize>, &RealRef)],
+        name: &OsStr,
+        hint: &LowerHint,
+        lower_dirs: usize,
+    ) -> OpResult<bool> {
+        let mut dirs = dirs
+            .iter()
+            .filter(|(i, _)| i.is_none_or(|i| hint.may_have_oci_whiteout(i, lower_dirs)))
+            .peekable();
+        if dirs.peek().is_none() {
             return Ok(false);
         }
         let oci = format::oci_whiteout_name(name);
-        for dir in dirs {
+        for (_, dir) in dirs {
             let fd = self.real_fd(dir)?;
             if sys::stat_at(fd.as_fd(), &oci)?.is_some() {
                 return Ok(true);

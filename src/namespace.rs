@@ -9,12 +9,10 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use parking_lot::MutexGuard;
-
 use crate::copyup::give_owner;
 use crate::error::OpResult;
 use crate::format;
-use crate::inode::{Inode, Layers, Location, RealRef};
+use crate::inode::{Inode, Layers, Location, NamesGuard, RealRef};
 use crate::layer::UPPER;
 use crate::lookup::{Resolved, UpperEntry};
 use crate::overlay::{Attr, Overlay};
@@ -83,7 +81,7 @@ impl Overlay {
             mode & !new.umask
         };
 
-        let _names = parent.dir_lock.lock();
+        let _names = parent.lock_names();
         if self.resolve(parent, name)?.is_some() {
             return Err(Errno::EXIST);
         }
@@ -298,7 +296,7 @@ impl Overlay {
         let parent_upper = self.copy_up(parent)?;
         let parent_fd = self.real_fd(&parent_upper)?;
 
-        let _names = parent.dir_lock.lock();
+        let _names = parent.lock_names();
         let victim = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
         if is_dir {
             let probe = Arc::new(Inode::new(victim.ino, victim.kind, victim.layers.clone()));
@@ -578,14 +576,11 @@ fn check_new_name(name: &OsStr) -> OpResult<()> {
 
 /// Takes the name locks of two dirs, in a fixed order so two renames going
 /// opposite ways can't deadlock.
-fn lock_two<'a>(
-    a: &'a Arc<Inode>,
-    b: &'a Arc<Inode>,
-) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+fn lock_two<'a>(a: &'a Arc<Inode>, b: &'a Arc<Inode>) -> (NamesGuard<'a>, Option<NamesGuard<'a>>) {
     if Arc::ptr_eq(a, b) {
-        return (a.dir_lock.lock(), None);
+        return (a.lock_names(), None);
     }
     let (first, second) = if a.ino < b.ino { (a, b) } else { (b, a) };
-    let first_guard = first.dir_lock.lock();
-    (first_guard, Some(second.dir_lock.lock()))
+    let first_guard = first.lock_names();
+    (first_guard, Some(second.lock_names()))
 }
