@@ -185,10 +185,12 @@ impl Overlay {
         } else {
             let source = layers.lowers.first().ok_or(Errno::IO)?;
             let from = sys::reopen(self.real_fd(source)?.as_fd(), OFlags::RDONLY)?;
+            let lower_st = sys::fstat(from.as_fd())?;
             sys::copy_file_data(
                 from.as_fd(),
                 writable.as_fd(),
-                before.st_size as u64,
+                &lower_st,
+                before.st_dev,
                 &self.clone_unsupported,
             )?;
         }
@@ -220,6 +222,9 @@ impl Overlay {
         let kind = sys::file_type(st);
         // A file's metadata is set through the fd it was written through;
         // other objects are reached by an O_PATH fd.
+        // The source opened for reading, when its data is copied: its
+        // xattrs are then read through it too (no walk through /proc).
+        let mut opened_source = None;
         let copy = match kind {
             FileType::RegularFile => {
                 let to = sys::create_file(work.fd(), temp, OFlags::WRONLY, 0o600)?;
@@ -229,9 +234,11 @@ impl Overlay {
                         sys::copy_file_data(
                             from.as_fd(),
                             to.as_fd(),
-                            st.st_size as u64,
+                            st,
+                            work.dev,
                             &self.clone_unsupported,
                         )?;
+                        opened_source = Some(from);
                     }
                     // A sparse file of the right size: no data blocks.
                     CopyUp::MetaOnly => sys::ftruncate(to.as_fd(), st.st_size as u64)?,
@@ -245,7 +252,8 @@ impl Overlay {
             }
         };
         // Data first: writing data clears security.capability.
-        self.copy_xattrs(source, copy.as_fd())?;
+        let xattr_source = opened_source.as_ref().map_or(source, |fd| fd.as_fd());
+        self.copy_xattrs(xattr_source, copy.as_fd())?;
         let hard_linked = kind != FileType::Directory && st.st_nlink > 1;
         if let Some(ns) = self.xattr_ns()
             && (!hard_linked || indexed)

@@ -174,7 +174,14 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> 
     }
 }
 
+/// The xattr names of an open file or an `O_PATH` fd (the fd's own call
+/// first, as in `set_xattr`).
 pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    match rustix::fs::flistxattr_query(fd) {
+        Ok(0) => return Ok(Vec::new()),
+        Ok(_) | Err(Errno::BADF) => {}
+        Err(e) => return Err(e),
+    }
     let path = proc_path(fd);
     loop {
         let size = rustix::fs::listxattr_query(path.as_str())?;
@@ -201,13 +208,37 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
 /// Like `set_xattr`, the fd's own call first.
 pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     match rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)) {
-        Err(Errno::BADF) => rustix::fs::chmodat(
+        Err(Errno::BADF) => chmod_path_fd(fd, mode),
+        done => done,
+    }
+}
+
+/// chmod of an `O_PATH` fd: fchmodat2 with AT_EMPTY_PATH (Linux 6.6+; rustix
+/// lacks it), else through /proc, a path walk more.
+fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    // SAFETY: fchmodat2 reads only its arguments: a borrowed fd that stays
+    // open for the call, a NUL-terminated empty path from a C string
+    // literal, a mode and flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    match last_errno() {
+        Errno::NOSYS | Errno::INVAL => rustix::fs::chmodat(
             CWD,
             proc_path(fd),
             Mode::from_raw_mode(mode),
             AtFlags::empty(),
         ),
-        done => done,
+        e => Err(e),
     }
 }
 
@@ -365,16 +396,30 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> SysResult<()> {
 /// filesystem can (FICLONE) and never writing the holes of a sparse source.
 /// `clone_unsupported` remembers, for one destination fs, that it has said
 /// it cannot clone, so that it is not asked again for every file.
+///
+/// `st` is the stat of `from`, `to_dev` the device `to` is on: between two
+/// filesystems neither FICLONE nor copy_file_range can work, and sendfile is
+/// used right away.
 pub fn copy_file_data(
     from: BorrowedFd<'_>,
     to: BorrowedFd<'_>,
-    size: u64,
+    st: &Stat,
+    to_dev: u64,
     clone_unsupported: &AtomicBool,
 ) -> SysResult<()> {
+    let size = st.st_size as u64;
     if size == 0 {
         return Ok(());
     }
-    if !clone_unsupported.load(Ordering::Relaxed) {
+    let cross_fs = st.st_dev != to_dev;
+    let copy_range = |start, end| {
+        if cross_fs {
+            copy_range_by_sendfile(from, to, start, end)
+        } else {
+            copy_range(from, to, start, end)
+        }
+    };
+    if !cross_fs && !clone_unsupported.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(to, from) {
             Ok(()) => return Ok(()),
             Err(Errno::OPNOTSUPP) | Err(Errno::NOTTY) => {
@@ -382,6 +427,10 @@ pub fn copy_file_data(
             }
             Err(_) => {}
         }
+    }
+    if (st.st_blocks as u64) * 512 >= size {
+        // Blocks for every byte: no holes to look for.
+        return copy_range(0, size);
     }
     let mut offset = 0u64;
     while offset < size {
@@ -395,7 +444,7 @@ pub fn copy_file_data(
             Ok(pos) => pos.min(size),
             Err(_) => size,
         };
-        copy_range(from, to, data_start, data_end)?;
+        copy_range(data_start, data_end)?;
         offset = data_end;
     }
     if offset == size {
@@ -412,10 +461,36 @@ fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) ->
         match copy_file_range(from, pos, to, pos, chunk) {
             Ok(0) => break, // source shrank under us
             Ok(n) => pos += n as u64,
-            Err(Errno::XDEV) | Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => {
+            // Between two filesystems: sendfile still copies in the kernel.
+            Err(Errno::XDEV) => return copy_range_by_sendfile(from, to, pos, end),
+            Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => {
                 return copy_range_by_hand(from, to, pos, end);
             }
             Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_by_sendfile(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    start: u64,
+    end: u64,
+) -> SysResult<()> {
+    // sendfile writes at the file position of `to`.
+    seek(to, SeekFrom::Start(start))?;
+    let mut pos = start;
+    while pos < end {
+        let chunk = (end - pos).min(1 << 30) as usize;
+        match rustix::fs::sendfile(to, from, Some(&mut pos), chunk) {
+            Ok(0) => break, // source shrank under us
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                return copy_range_by_hand(from, to, pos, end);
+            }
             Err(e) => return Err(e),
         }
     }

@@ -39,6 +39,8 @@ pub struct WorkDir {
     /// Held open for the flock that keeps a second mount off this work dir.
     _lock: OwnedFd,
     next_temp: AtomicU64,
+    /// The device copies are made on.
+    pub dev: u64,
 }
 
 impl WorkDir {
@@ -79,6 +81,7 @@ impl WorkDir {
             index,
             _lock: lock,
             next_temp: AtomicU64::new(1),
+            dev: st.st_dev,
         };
         dir.clean()
             .map_err(|e| SetupError::io("cleaning work dir", &dir.path, e))?;

@@ -617,3 +617,44 @@ fn dir_nlink_of_merged_lower_and_upper_dirs_matches_kernel() {
         }
     }
 }
+
+#[test]
+fn copy_up_from_another_filesystem_copies_data_and_holes() {
+    // Lower on tmpfs, upper on the temp dir's fs: copy_file_range between
+    // two filesystems fails with EXDEV, and the copy must still be whole.
+    let l = Layers::new(1);
+    let _lower_fs = Tmpfs::mount(l.lower(0));
+    let data = pattern(3 * MIB as usize + 123, 7);
+    let f = l.lower(0).join("f");
+    write_file(&f, &data);
+    // A hole in the middle and at the end.
+    let sparse = l.lower(0).join("sparse");
+    {
+        let file = fs::File::create(&sparse).unwrap();
+        file.write_all_at(&data[..MIB as usize], 0).unwrap();
+        file.write_all_at(&data[..4096], 4 * MIB).unwrap();
+        file.set_len(8 * MIB).unwrap();
+    }
+    let want_sparse = fs::read(&sparse).unwrap();
+    let (cowfs, kernel) = run_both(&l, |mnt, upper| {
+        for name in ["f", "sparse"] {
+            let file = OpenOptions::new().write(true).open(mnt.join(name)).unwrap();
+            file.write_all_at(b"!", 1).unwrap();
+        }
+        (
+            fs::read(upper.join("f")).unwrap(),
+            fs::read(upper.join("sparse")).unwrap(),
+        )
+    });
+    for (who, (f_copy, sparse_copy)) in [("cowfs", cowfs), ("kernel", kernel)] {
+        let mut want_f = data.clone();
+        want_f[1] = b'!';
+        assert!(f_copy == want_f, "{who}: copied-up f differs");
+        let mut want_s = want_sparse.clone();
+        want_s[1] = b'!';
+        assert!(
+            sparse_copy == want_s,
+            "{who}: copied-up sparse file differs"
+        );
+    }
+}
