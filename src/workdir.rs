@@ -30,6 +30,9 @@ pub struct Capabilities {
     pub xattr_namespace: Option<XattrNamespace>,
 }
 
+/// How long a mount waits for the work dir's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct WorkDir {
     path: PathBuf,
     work: OwnedFd,
@@ -50,10 +53,16 @@ impl WorkDir {
         let root = sys::open_root(workdir).map_err(|e| SetupError::io("work dir", workdir, e))?;
         let lock = sys::reopen(root.as_fd(), sys::OFlags::RDONLY | sys::OFlags::DIRECTORY)
             .map_err(|e| SetupError::io("work dir", workdir, e))?;
-        if sys::try_lock_exclusive(lock.as_fd()).is_err() {
-            return Err(SetupError::WorkDirInUse {
-                path: workdir.to_path_buf(),
-            });
+        // A mount unmounted a moment ago may still be shutting down and
+        // hold the lock: give it a little time before calling it in use.
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        while sys::try_lock_exclusive(lock.as_fd()).is_err() {
+            if std::time::Instant::now() >= give_up {
+                return Err(SetupError::WorkDirInUse {
+                    path: workdir.to_path_buf(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let work_path = workdir.join(WORK_SUBDIR);
         match sys::mkdir(root.as_fd(), OsStr::new(WORK_SUBDIR), 0o700) {

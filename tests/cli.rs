@@ -110,6 +110,43 @@ fn workdir_with_only_work_and_index_is_accepted() {
     }
 }
 
+/// A work dir a live mount holds is refused (after a short wait for a mount that may be going
+/// away); the moment its mount is taken away, the next mount gets it, every time.
+#[test]
+fn workdir_of_a_live_mount_is_refused_and_free_right_after_its_umount() {
+    let fx = Fixture::standard();
+    fx.dir("work-dir");
+    fx.dir("other-mnt");
+    let first = fx.run_with_workdir("work-dir");
+    if first.code() != Some(0) {
+        first.fail_if(vec!["first mount did not exit 0".to_string()]);
+    }
+    let (lowers, upper, other, work) = (
+        fx.lowers(),
+        fx.s("upper-dir"),
+        fx.s("other-mnt"),
+        fx.s("work-dir"),
+    );
+    let second = fx.run(["mount", &lowers, &upper, &other, "--workdir", &work]);
+    second.expect_cowfs_error(&["in use"]);
+    for round in 0..5 {
+        // umount(8): unmount(2) returns before the daemon has exited.
+        let gone = fx.run_program("umount", [fx.s("mnt-dir")], Duration::from_secs(20));
+        let again = fx.run_with_workdir("work-dir");
+        if gone.code() != Some(0) || again.code() != Some(0) {
+            again.fail_if(vec![format!(
+                "round {round}: umount exit {:?}, mount right after it exit {:?}",
+                gone.code(),
+                again.code()
+            )]);
+        }
+    }
+    let run = fx.run(["umount", &fx.s("mnt-dir")]);
+    if run.code() != Some(0) {
+        run.fail_if(vec!["cowfs umount did not exit 0".to_string()]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Missing paths and files where directories are needed
 // ---------------------------------------------------------------------------------------------
