@@ -13,7 +13,9 @@ use std::ffi::{CStr, OsStr};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+mod copy;
+pub use copy::{copy_file_data, copy_file_range};
 
 pub use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
@@ -376,148 +378,9 @@ pub fn seek(fd: BorrowedFd<'_>, pos: SeekFrom) -> SysResult<u64> {
     rustix::fs::seek(fd, pos)
 }
 
-pub fn copy_file_range(
-    from: BorrowedFd<'_>,
-    from_offset: u64,
-    to: BorrowedFd<'_>,
-    to_offset: u64,
-    len: usize,
-) -> SysResult<usize> {
-    let (mut from_offset, mut to_offset) = (from_offset, to_offset);
-    rustix::fs::copy_file_range(from, Some(&mut from_offset), to, Some(&mut to_offset), len)
-}
-
 /// Takes an exclusive advisory lock without waiting.
 pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> SysResult<()> {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-}
-
-/// Copies all data of `from` into the empty file `to`, sharing blocks when the
-/// filesystem can (FICLONE) and never writing the holes of a sparse source.
-/// `clone_unsupported` remembers, for one destination fs, that it has said
-/// it cannot clone, so that it is not asked again for every file.
-///
-/// `st` is the stat of `from`, `to_dev` the device `to` is on: between two
-/// filesystems neither FICLONE nor copy_file_range can work, and sendfile is
-/// used right away.
-pub fn copy_file_data(
-    from: BorrowedFd<'_>,
-    to: BorrowedFd<'_>,
-    st: &Stat,
-    to_dev: u64,
-    clone_unsupported: &AtomicBool,
-) -> SysResult<()> {
-    let size = st.st_size as u64;
-    if size == 0 {
-        return Ok(());
-    }
-    let cross_fs = st.st_dev != to_dev;
-    let copy_range = |start, end| {
-        if cross_fs {
-            copy_range_by_sendfile(from, to, start, end)
-        } else {
-            copy_range(from, to, start, end)
-        }
-    };
-    if !cross_fs && !clone_unsupported.load(Ordering::Relaxed) {
-        match rustix::fs::ioctl_ficlone(to, from) {
-            Ok(()) => return Ok(()),
-            Err(Errno::OPNOTSUPP) | Err(Errno::NOTTY) => {
-                clone_unsupported.store(true, Ordering::Relaxed)
-            }
-            Err(_) => {}
-        }
-    }
-    if (st.st_blocks as u64) * 512 >= size {
-        // Blocks for every byte: no holes to look for.
-        return copy_range(0, size);
-    }
-    let mut offset = 0u64;
-    while offset < size {
-        let data_start = match seek(from, SeekFrom::Data(offset)) {
-            Ok(pos) => pos,
-            Err(Errno::NXIO) => break,   // only a hole remains
-            Err(Errno::INVAL) => offset, // no SEEK_DATA support: copy everything
-            Err(e) => return Err(e),
-        };
-        let data_end = match seek(from, SeekFrom::Hole(data_start)) {
-            Ok(pos) => pos.min(size),
-            Err(_) => size,
-        };
-        copy_range(data_start, data_end)?;
-        offset = data_end;
-    }
-    if offset == size {
-        return Ok(());
-    }
-    // The tail is a hole (or the source shrank); the size must still be right.
-    ftruncate(to, size)
-}
-
-fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) -> SysResult<()> {
-    let mut pos = start;
-    while pos < end {
-        let chunk = (end - pos).min(1 << 30) as usize;
-        match copy_file_range(from, pos, to, pos, chunk) {
-            Ok(0) => break, // source shrank under us
-            Ok(n) => pos += n as u64,
-            // Between two filesystems: sendfile still copies in the kernel.
-            Err(Errno::XDEV) => return copy_range_by_sendfile(from, to, pos, end),
-            Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => {
-                return copy_range_by_hand(from, to, pos, end);
-            }
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn copy_range_by_sendfile(
-    from: BorrowedFd<'_>,
-    to: BorrowedFd<'_>,
-    start: u64,
-    end: u64,
-) -> SysResult<()> {
-    // sendfile writes at the file position of `to`.
-    seek(to, SeekFrom::Start(start))?;
-    let mut pos = start;
-    while pos < end {
-        let chunk = (end - pos).min(1 << 30) as usize;
-        match rustix::fs::sendfile(to, from, Some(&mut pos), chunk) {
-            Ok(0) => break, // source shrank under us
-            Ok(_) => {}
-            Err(Errno::INTR) => continue,
-            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
-                return copy_range_by_hand(from, to, pos, end);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn copy_range_by_hand(
-    from: BorrowedFd<'_>,
-    to: BorrowedFd<'_>,
-    start: u64,
-    end: u64,
-) -> SysResult<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = start;
-    while pos < end {
-        let want = ((end - pos) as usize).min(buf.len());
-        let n = pread(from, &mut buf[..want], pos)?;
-        if n == 0 {
-            break;
-        }
-        let mut written = 0;
-        while written < n {
-            written += pwrite(to, &buf[written..n], pos + written as u64)?;
-        }
-        pos += n as u64;
-    }
-    Ok(())
 }
 
 pub fn euid() -> u32 {
