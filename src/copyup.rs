@@ -141,7 +141,11 @@ impl Overlay {
                 return Err(e);
             }
         }
-        let placed_st = sys::stat_at(parent_fd.as_fd(), &name)?.ok_or(Errno::NOENT)?;
+        // Its O_PATH fd goes into the cache: the caller's next step (chmod,
+        // write, a create inside) reaches the copy through it.
+        let placed = sys::open_path(parent_fd.as_fd(), &name)?;
+        let placed_st = sys::fstat(placed.as_fd())?;
+        self.fds.insert(UPPER, placed_st.st_ino, Arc::new(placed));
         let upper = RealRef {
             layer: UPPER,
             real_ino: placed_st.st_ino,

@@ -44,6 +44,10 @@ pub struct WorkDir {
     next_temp: AtomicU64,
     /// The device copies are made on.
     pub dev: u64,
+    /// Part of every temp name: the pid that prepared the work dir (the
+    /// lock and the counter already make names unique; this tells mounts
+    /// apart in a crashed work dir).
+    temp_tag: u32,
 }
 
 impl WorkDir {
@@ -91,6 +95,7 @@ impl WorkDir {
             _lock: lock,
             next_temp: AtomicU64::new(1),
             dev: st.st_dev,
+            temp_tag: std::process::id(),
         };
         dir.clean()
             .map_err(|e| SetupError::io("cleaning work dir", &dir.path, e))?;
@@ -108,7 +113,7 @@ impl WorkDir {
     /// A fresh name for a temporary object in the work dir.
     pub fn temp_name(&self) -> OsString {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        OsString::from(format!("#cowfs-{}-{n:x}", std::process::id()))
+        OsString::from(format!("#cowfs-{}-{n:x}", self.temp_tag))
     }
 
     /// Removes a temporary object (and, for a dir, what it holds).

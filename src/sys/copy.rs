@@ -104,8 +104,12 @@ fn copy_range_by_sendfile(
     start: u64,
     end: u64,
 ) -> SysResult<()> {
-    // sendfile writes at the file position of `to`.
-    seek(to, SeekFrom::Start(start))?;
+    // sendfile writes at the file position of `to`, which is 0 in a file
+    // just opened (every caller's `to` is) and must be moved for a later
+    // piece of a sparse file.
+    if start != 0 {
+        seek(to, SeekFrom::Start(start))?;
+    }
     let mut pos = start;
     while pos < end {
         let chunk = (end - pos).min(1 << 30) as usize;

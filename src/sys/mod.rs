@@ -207,17 +207,10 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
 }
 
 /// chmod of the object itself (symlinks have no mode to change on Linux).
-/// Like `set_xattr`, the fd's own call first.
+/// chmod of an open file or an `O_PATH` fd: fchmodat2 with AT_EMPTY_PATH
+/// takes both (Linux 6.6+; rustix lacks it); before it, fchmod for an open
+/// file, else through /proc, a path walk more.
 pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
-    match rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)) {
-        Err(Errno::BADF) => chmod_path_fd(fd, mode),
-        done => done,
-    }
-}
-
-/// chmod of an `O_PATH` fd: fchmodat2 with AT_EMPTY_PATH (Linux 6.6+; rustix
-/// lacks it), else through /proc, a path walk more.
-fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     // SAFETY: fchmodat2 reads only its arguments: a borrowed fd that stays
     // open for the call, a NUL-terminated empty path from a C string
     // literal, a mode and flags.
@@ -234,12 +227,15 @@ fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
         return Ok(());
     }
     match last_errno() {
-        Errno::NOSYS | Errno::INVAL => rustix::fs::chmodat(
-            CWD,
-            proc_path(fd),
-            Mode::from_raw_mode(mode),
-            AtFlags::empty(),
-        ),
+        Errno::NOSYS | Errno::INVAL => match rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)) {
+            Err(Errno::BADF) => rustix::fs::chmodat(
+                CWD,
+                proc_path(fd),
+                Mode::from_raw_mode(mode),
+                AtFlags::empty(),
+            ),
+            done => done,
+        },
         e => Err(e),
     }
 }
