@@ -155,6 +155,9 @@ impl Overlay {
             },
         };
         inode.set_upper(upper.clone(), mode == CopyUp::MetaOnly);
+        // Its attributes now come from the copy (a new ctime, a dir's size
+        // and blocks); the request at hand may be about another inode.
+        self.attrs_changed(inode.ino);
         if index_key.is_some() {
             inode.set_origin_nlink(sys::nlink(&st));
         }

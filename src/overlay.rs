@@ -65,10 +65,16 @@ pub struct Overlay {
     pub(crate) dir_order: DirOrder,
     /// The upper fs has said it cannot clone files (FICLONE).
     pub(crate) clone_unsupported: std::sync::atomic::AtomicBool,
+    /// Tells the kernel that an inode's attributes changed without a request
+    /// about it (set by the FUSE edge; none without a mount).
+    attrs_changed_hook: std::sync::OnceLock<AttrsChangedHook>,
     pub options: OverlayOptions,
     /// Table size after the last memory trim, or the largest seen since.
     trim_mark: std::sync::atomic::AtomicUsize,
 }
+
+/// Called with an inode number whose cached attributes are out of date.
+pub type AttrsChangedHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Attributes as the mount reports them.
 #[derive(Clone, Copy, Debug)]
@@ -101,12 +107,27 @@ impl Overlay {
             handles: Handles::default(),
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
+            attrs_changed_hook: std::sync::OnceLock::new(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
         };
         let root = overlay.make_root()?;
         overlay.inodes.insert_root(root);
         Ok(overlay)
+    }
+
+    /// Sets how the kernel hears of attribute changes it did not ask for.
+    pub fn on_attrs_changed(&self, hook: AttrsChangedHook) {
+        let _ = self.attrs_changed_hook.set(hook);
+    }
+
+    /// A change the kernel did not ask for (a copy-up as a side effect of
+    /// an operation on another inode) made its cached attributes of `ino`
+    /// stale.
+    pub(crate) fn attrs_changed(&self, ino: u64) {
+        if let Some(hook) = self.attrs_changed_hook.get() {
+            hook(ino);
+        }
     }
 
     fn make_root(&self) -> OpResult<Arc<Inode>> {

@@ -304,3 +304,59 @@ fn st_ino_stable_across_copy_up() {
     drop(ro);
     m.unmount();
 }
+
+#[test]
+fn missing_names_are_cached_and_created_ones_replace_them() {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("d/present"), "p");
+    let m = l.mount();
+    let mnt = &l.mnt;
+    let missing = mnt.join("d/missing");
+    assert!(fs::symlink_metadata(&missing).is_err(), "missing at first");
+    // Made behind the mount's back: the kernel keeps its negative entry
+    // (all changes are to go through the mount, as for kernel overlayfs).
+    fs::create_dir_all(l.upper.join("d")).unwrap();
+    write_file(&l.upper.join("d/missing"), "behind");
+    assert!(
+        fs::symlink_metadata(&missing).is_err(),
+        "a missing name is remembered (negative dentry)"
+    );
+    fs::remove_file(l.upper.join("d/missing")).unwrap();
+    // Through the mount: created, renamed onto and over, all seen at once.
+    write_file(&missing, "made");
+    assert_eq!(read(&missing), "made");
+    let other = mnt.join("d/other");
+    assert!(fs::symlink_metadata(&other).is_err());
+    fs::rename(&missing, &other).unwrap();
+    assert_eq!(read(&other), "made");
+    assert!(fs::symlink_metadata(&missing).is_err());
+    fs::create_dir(&missing).unwrap();
+    assert!(fs::symlink_metadata(&missing).unwrap().is_dir());
+    m.unmount();
+}
+
+#[test]
+fn a_dir_copied_up_for_a_child_shows_its_copy_s_attributes() {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("a/b/f"), "x");
+    let m = l.mount();
+    let mnt = &l.mnt;
+    let before = fs::symlink_metadata(mnt.join("a")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Copies up a and a/b as a side effect of a request about f.
+    append(&mnt.join("a/b/f"), "y");
+    let upper_a = fs::symlink_metadata(l.upper.join("a")).unwrap();
+    let after = fs::symlink_metadata(mnt.join("a")).unwrap();
+    assert_ne!(
+        (before.ctime(), before.ctime_nsec()),
+        (upper_a.ctime(), upper_a.ctime_nsec()),
+        "the copy's ctime differs from the lower dir's"
+    );
+    assert_eq!(
+        (after.ctime(), after.ctime_nsec()),
+        (upper_a.ctime(), upper_a.ctime_nsec()),
+        "stat of a shows its copy's ctime, not the lower dir's cached one"
+    );
+    assert_eq!(after.ino(), before.ino(), "same inode number");
+    m.unmount();
+}

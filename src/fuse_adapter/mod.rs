@@ -27,7 +27,7 @@ mod convert;
 mod passthrough;
 mod session;
 
-use convert::{file_attr, kind_of, reply_xattr, set_time};
+use convert::{absent_entry_attr, file_attr, kind_of, reply_xattr, set_time};
 use passthrough::{Backings, OpenMode};
 pub use session::{serve, serve_through_fusermount};
 
@@ -170,7 +170,12 @@ impl Filesystem for CowFs {
                 Ok(parent) => self.overlay.lookup(&parent, name),
                 Err(e) => Err(e),
             };
-            self.reply_entry(reply, result);
+            match result {
+                // Cached as a negative dentry: every create of the name goes
+                // through the kernel, which drops it then.
+                Err(Errno::NOENT) => reply.entry(&self.ttl, &absent_entry_attr(), Generation(0)),
+                result => self.reply_entry(reply, result),
+            }
         });
     }
 

@@ -16,12 +16,25 @@ pub fn serve(
     let mut config = fuser::Config::default();
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
-    fuser::Session::from_fd(
-        CowFs::new(overlay),
+    let session = fuser::Session::from_fd(
+        CowFs::new(overlay.clone()),
         dev_fuse,
         fuser::SessionACL::All,
         config,
-    )
+    )?;
+    tell_kernel_of_attr_changes(&overlay, &session);
+    Ok(session)
+}
+
+/// Attribute changes the kernel did not ask for reach it as inode
+/// invalidations (attributes only: offset -1 leaves the page cache alone, so
+/// nothing waits on pages a request in flight may hold).
+fn tell_kernel_of_attr_changes(overlay: &Overlay, session: &fuser::Session<CowFs>) {
+    let notifier = session.notifier();
+    overlay.on_attrs_changed(Box::new(move |ino| {
+        // ENOENT: the kernel does not hold the inode, nothing to drop.
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+    }));
 }
 
 /// Mounts through fusermount3 (for users without the privilege to mount)
@@ -53,5 +66,7 @@ pub fn serve_through_fusermount(
             config.mount_options.push(option);
         }
     }
-    fuser::Session::new(CowFs::new(overlay), mountpoint, &config)
+    let session = fuser::Session::new(CowFs::new(overlay.clone()), mountpoint, &config)?;
+    tell_kernel_of_attr_changes(&overlay, &session);
+    Ok(session)
 }
