@@ -27,8 +27,47 @@ pub type SysResult<T> = Result<T, Errno>;
 const CWD: BorrowedFd<'static> = rustix::fs::CWD;
 
 /// `/proc/self/fd/N` for an fd of ours: a name for the object itself.
-fn proc_path(fd: BorrowedFd<'_>) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+fn proc_path(fd: BorrowedFd<'_>) -> ProcPath {
+    ProcPath::of(fd)
+}
+
+/// `/proc/self/fd/N` built on the stack: xattr calls on upper files sit on
+/// the lookup path, and this spares each a heap allocation.
+struct ProcPath {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl ProcPath {
+    const PREFIX: &'static [u8] = b"/proc/self/fd/";
+
+    fn of(fd: BorrowedFd<'_>) -> ProcPath {
+        let mut bytes = [0u8; 32];
+        bytes[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
+        let mut digits = [0u8; 10];
+        let mut n = fd.as_raw_fd().unsigned_abs();
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut len = Self::PREFIX.len();
+        for digit in digits[..count].iter().rev() {
+            bytes[len] = *digit;
+            len += 1;
+        }
+        // bytes[len] stays 0: the terminating NUL.
+        ProcPath { bytes, len }
+    }
+
+    fn as_cstr(&self) -> &CStr {
+        // The prefix and the digits hold no NUL and one follows them.
+        CStr::from_bytes_until_nul(&self.bytes[..=self.len]).unwrap_or(c"/proc/self/fd")
+    }
 }
 
 /// Opens `name` in `dir` as an `O_PATH` handle, never following a symlink.
@@ -73,7 +112,7 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<StatVfs> {
 /// directories are ever reopened this way.
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> SysResult<OwnedFd> {
     let flags = (flags | OFlags::CLOEXEC) & !(OFlags::NOFOLLOW | OFlags::CREATE | OFlags::EXCL);
-    rustix::fs::openat(CWD, proc_path(fd), flags, Mode::empty())
+    rustix::fs::openat(CWD, proc_path(fd).as_cstr(), flags, Mode::empty())
 }
 
 /// Opens a directory (given as an `O_PATH` fd) for reading its entries.
@@ -126,18 +165,18 @@ pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>>
     let path = proc_path(fd);
     // Most values (overlay xattrs, ACLs) are short: one call reads them.
     let mut small = [0u8; 256];
-    match xattr_result(rustix::fs::getxattr(path.as_str(), name, &mut small[..])) {
+    match xattr_result(rustix::fs::getxattr(path.as_cstr(), name, &mut small[..])) {
         Ok(Some(len)) => return Ok(Some(small[..len].to_vec())),
         Ok(None) => return Ok(None),
         Err(Errno::RANGE) => {}
         Err(e) => return Err(e),
     }
     loop {
-        let Some(size) = xattr_result(rustix::fs::getxattr_query(path.as_str(), name))? else {
+        let Some(size) = xattr_result(rustix::fs::getxattr_query(path.as_cstr(), name))? else {
             return Ok(None);
         };
         let mut value = vec![0u8; size];
-        match xattr_result(rustix::fs::getxattr(path.as_str(), name, &mut value[..])) {
+        match xattr_result(rustix::fs::getxattr(path.as_cstr(), name, &mut value[..])) {
             Ok(Some(len)) => {
                 value.truncate(len);
                 return Ok(Some(value));
@@ -153,7 +192,7 @@ pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>>
 /// Whether the xattr is set with a first byte equal to `flag`.
 pub fn xattr_first_byte(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<u8>> {
     let mut byte = [0u8; 1];
-    match rustix::fs::getxattr(proc_path(fd).as_str(), name, &mut byte[..]) {
+    match rustix::fs::getxattr(proc_path(fd).as_cstr(), name, &mut byte[..]) {
         Ok(0) => Ok(Some(0)),
         Ok(_) => Ok(Some(byte[0])),
         Err(Errno::RANGE) => {
@@ -171,7 +210,7 @@ pub fn xattr_first_byte(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<u8
 pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
     let flags = rustix::fs::XattrFlags::from_bits_retain(flags as _);
     match rustix::fs::fsetxattr(fd, name, value, flags) {
-        Err(Errno::BADF) => rustix::fs::setxattr(proc_path(fd).as_str(), name, value, flags),
+        Err(Errno::BADF) => rustix::fs::setxattr(proc_path(fd).as_cstr(), name, value, flags),
         done => done,
     }
 }
@@ -186,12 +225,12 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     }
     let path = proc_path(fd);
     loop {
-        let size = rustix::fs::listxattr_query(path.as_str())?;
+        let size = rustix::fs::listxattr_query(path.as_cstr())?;
         if size == 0 {
             return Ok(Vec::new());
         }
         let mut list = vec![0u8; size];
-        match rustix::fs::listxattr(path.as_str(), &mut list[..]) {
+        match rustix::fs::listxattr(path.as_cstr(), &mut list[..]) {
             Ok(len) => {
                 list.truncate(len);
                 return Ok(list);
@@ -203,7 +242,7 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
 }
 
 pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-    rustix::fs::removexattr(proc_path(fd).as_str(), name)
+    rustix::fs::removexattr(proc_path(fd).as_cstr(), name)
 }
 
 /// chmod of the object itself (symlinks have no mode to change on Linux).
@@ -230,7 +269,7 @@ pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
         Errno::NOSYS | Errno::INVAL => match rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)) {
             Err(Errno::BADF) => rustix::fs::chmodat(
                 CWD,
-                proc_path(fd),
+                proc_path(fd).as_cstr(),
                 Mode::from_raw_mode(mode),
                 AtFlags::empty(),
             ),
@@ -306,7 +345,13 @@ pub fn rename(
 /// Gives the object behind `fd` one more name. Through `/proc` so that it also
 /// works without CAP_DAC_READ_SEARCH (which `AT_EMPTY_PATH` needs).
 pub fn link_fd(fd: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &OsStr) -> SysResult<()> {
-    rustix::fs::linkat(CWD, proc_path(fd), new_dir, new, AtFlags::SYMLINK_FOLLOW)
+    rustix::fs::linkat(
+        CWD,
+        proc_path(fd).as_cstr(),
+        new_dir,
+        new,
+        AtFlags::SYMLINK_FOLLOW,
+    )
 }
 
 pub fn unlink(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
@@ -664,5 +709,25 @@ pub fn trim_heap() {
     // the allocator's locks itself and touches no memory of ours.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_path_names_the_fd_like_format_does() {
+        let file = std::fs::File::open("/").expect("open /");
+        let fd = file.as_fd();
+        let want = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        assert_eq!(proc_path(fd).as_cstr().to_str(), Ok(want.as_str()));
+        // The path really names the same object.
+        let via_proc = std::fs::metadata(want).expect("stat via /proc");
+        let direct = fstat(fd).expect("fstat");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&via_proc),
+            direct.st_ino
+        );
     }
 }
