@@ -38,9 +38,10 @@ const NAME_OFFSET_LIMIT: u64 = (i64::MAX as u64) - (1 << 32);
 /// which its offsets still fit.
 const KEPT_ENTRIES: usize = 16 * 1024;
 
-/// The per-mount key of the name hash: an attacker who can name files must
-/// not be able to produce colliding offsets at will.
+/// The order of a mount's listings and the listings kept for reuse.
 pub struct DirOrder {
+    /// The per-mount key of the name hash: an attacker who can name files
+    /// must not be able to produce colliding offsets at will.
     key: std::hash::RandomState,
     kept: DashMap<u64, Arc<DirListing>>,
     kept_entries: AtomicUsize,
@@ -64,8 +65,7 @@ impl DirOrder {
             self.kept_entries.store(size, Ordering::Relaxed);
         }
         if let Some(old) = self.kept.insert(listing.dir.ino, listing) {
-            self.kept_entries
-                .fetch_sub(old.len() + 1, Ordering::Relaxed);
+            self.uncount(&old);
         }
     }
 
@@ -75,12 +75,18 @@ impl DirOrder {
             .remove_if(&listing.dir.ino, |_, kept| Arc::ptr_eq(kept, listing))
             .is_some()
         {
-            let _ = self
-                .kept_entries
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_sub(listing.len() + 1))
-                });
+            self.uncount(listing);
         }
+    }
+
+    /// Takes a listing no longer kept off the count (never below zero: a
+    /// clear may have reset it meanwhile).
+    fn uncount(&self, listing: &DirListing) {
+        let _ = self
+            .kept_entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(listing.len() + 1))
+            });
     }
 
     fn offset_of(&self, name: &OsString) -> u64 {

@@ -39,33 +39,18 @@ struct ProcPath {
 }
 
 impl ProcPath {
-    const PREFIX: &'static [u8] = b"/proc/self/fd/";
-
     fn of(fd: BorrowedFd<'_>) -> ProcPath {
+        use std::io::Write;
         let mut bytes = [0u8; 32];
-        bytes[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
-        let mut digits = [0u8; 10];
-        let mut n = fd.as_raw_fd().unsigned_abs();
-        let mut count = 0;
-        loop {
-            digits[count] = b'0' + (n % 10) as u8;
-            count += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut len = Self::PREFIX.len();
-        for digit in digits[..count].iter().rev() {
-            bytes[len] = *digit;
-            len += 1;
-        }
-        // bytes[len] stays 0: the terminating NUL.
+        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+        // 14 bytes of prefix and at most 10 digits: room is left for the NUL.
+        let _ = write!(cursor, "/proc/self/fd/{}", fd.as_raw_fd());
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
         ProcPath { bytes, len }
     }
 
     fn as_cstr(&self) -> &CStr {
-        // The prefix and the digits hold no NUL and one follows them.
+        // The path holds no NUL and one follows it.
         CStr::from_bytes_until_nul(&self.bytes[..=self.len]).unwrap_or(c"/proc/self/fd")
     }
 }
@@ -215,22 +200,37 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> 
     }
 }
 
-/// The xattr names of an open file or an `O_PATH` fd (the fd's own call
-/// first, as in `set_xattr`).
+/// The xattr names of an open file or an `O_PATH` fd: through the fd when
+/// it is an open file (as in `set_xattr`), else through /proc.
 pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     match rustix::fs::flistxattr_query(fd) {
-        Ok(0) => return Ok(Vec::new()),
-        Ok(_) | Err(Errno::BADF) => {}
-        Err(e) => return Err(e),
+        Ok(_) => read_xattr_list(
+            || rustix::fs::flistxattr_query(fd),
+            |list| rustix::fs::flistxattr(fd, list),
+        ),
+        Err(Errno::BADF) => {
+            let path = proc_path(fd);
+            read_xattr_list(
+                || rustix::fs::listxattr_query(path.as_cstr()),
+                |list| rustix::fs::listxattr(path.as_cstr(), list),
+            )
+        }
+        Err(e) => Err(e),
     }
-    let path = proc_path(fd);
+}
+
+/// Sizes the list, then reads it, again if it grew in between.
+fn read_xattr_list(
+    query: impl Fn() -> SysResult<usize>,
+    read: impl Fn(&mut [u8]) -> SysResult<usize>,
+) -> SysResult<Vec<u8>> {
     loop {
-        let size = rustix::fs::listxattr_query(path.as_cstr())?;
+        let size = query()?;
         if size == 0 {
             return Ok(Vec::new());
         }
         let mut list = vec![0u8; size];
-        match rustix::fs::listxattr(path.as_cstr(), &mut list[..]) {
+        match read(&mut list[..]) {
             Ok(len) => {
                 list.truncate(len);
                 return Ok(list);
@@ -245,8 +245,8 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     rustix::fs::removexattr(proc_path(fd).as_cstr(), name)
 }
 
-/// chmod of the object itself (symlinks have no mode to change on Linux).
-/// chmod of an open file or an `O_PATH` fd: fchmodat2 with AT_EMPTY_PATH
+/// chmod of the object itself (symlinks have no mode to change on Linux),
+/// given as an open file or an `O_PATH` fd: fchmodat2 with AT_EMPTY_PATH
 /// takes both (Linux 6.6+; rustix lacks it); before it, fchmod for an open
 /// file, else through /proc, a path walk more.
 pub fn chmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
