@@ -33,8 +33,21 @@ pub struct SetAttr {
 }
 
 impl Overlay {
+    /// Attributes of an inode. One whose name is gone (unlinked, or
+    /// replaced by a rename) is reached through a file still open on it, as
+    /// `fstat` of such a file reaches it on any filesystem; it has no names.
     pub fn getattr(&self, inode: &Arc<Inode>) -> OpResult<Attr> {
-        self.attr_of(inode)
+        if !inode.is_unlinked() {
+            return self.attr_of(inode);
+        }
+        let Some(open) = self.handles.open_on(inode) else {
+            return self.attr_of(inode);
+        };
+        let mut stat = sys::fstat(open.fd().as_fd())?;
+        if inode.kind != FileType::Directory {
+            stat.st_nlink = 0;
+        }
+        Ok(self.attr_from(inode, stat, &inode.layers()))
     }
 
     pub fn setattr(

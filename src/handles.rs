@@ -49,6 +49,15 @@ impl Handles {
         self.files.get(&id).map(|h| h.clone())
     }
 
+    /// A file open on `inode`, if any (a scan: only for inodes that have
+    /// lost their names, which only open files still reach).
+    pub fn open_on(&self, inode: &Arc<Inode>) -> Option<Arc<FileHandle>> {
+        self.files
+            .iter()
+            .find(|h| Arc::ptr_eq(&h.inode, inode))
+            .map(|h| h.clone())
+    }
+
     pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
         self.files.remove(&id).map(|(_, h)| h)
     }

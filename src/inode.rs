@@ -6,6 +6,17 @@
 //! not change when the object is copied up, and two names of one lower
 //! object are one inode. The table is a sharded map (dashmap); there is no
 //! lock around a request as a whole.
+//!
+//! The kernel names an inode by its FUSE node id and generation. fuser's
+//! replies take the node id from `st_ino`, so the number alone cannot name
+//! one object for as long as the kernel holds it: the upper filesystem hands
+//! a freed inode number to the next object made at once, while the kernel
+//! may still hold the removed one (an open file, a cwd, a dentry not yet
+//! forgotten). So every object that reuses the number of a removed one is a
+//! new incarnation with a generation never handed out before; the kernel
+//! then drops its old inode instead of taking the new object for it. The
+//! kernel forgets by node id alone, so a slot's lookup count covers every
+//! incarnation the kernel may still hold.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -108,6 +119,9 @@ impl Layers {
 
 pub struct Inode {
     pub ino: u64,
+    /// With `ino` (the FUSE node id), what the kernel names this object by:
+    /// no other object the kernel may hold has both.
+    pub generation: u64,
     pub kind: FileType,
     lookups: AtomicU64,
     layers: RwLock<Layers>,
@@ -130,8 +144,13 @@ pub struct Inode {
 
 impl Inode {
     pub fn new(ino: u64, kind: FileType, layers: Layers) -> Inode {
+        Inode::incarnation(ino, 0, kind, layers)
+    }
+
+    fn incarnation(ino: u64, generation: u64, kind: FileType, layers: Layers) -> Inode {
         Inode {
             ino,
+            generation,
             kind,
             lookups: AtomicU64::new(0),
             layers: RwLock::new(layers),
@@ -226,7 +245,6 @@ impl Inode {
         if found.upper.is_some() || layers.upper.is_none() {
             *layers = found;
         }
-        self.unlinked.store(false, Ordering::Relaxed);
     }
 
     pub fn cached_nlink(&self) -> Option<u32> {
@@ -254,16 +272,42 @@ impl Inode {
             });
     }
 
-    pub fn mark_unlinked(&self) {
-        self.unlinked.store(true, Ordering::Relaxed);
+    /// Its last name is going: an object found under its number from now on
+    /// is another one. Marked before the real object goes, since the layer's
+    /// filesystem may give its number to an object made the moment after
+    /// (in another dir, under another name lock); undone unless `done`.
+    pub fn start_unlink(&self) -> Unlinking<'_> {
+        self.unlinked.store(true, Ordering::Release);
+        Unlinking { inode: Some(self) }
     }
 
     pub fn is_unlinked(&self) -> bool {
-        self.unlinked.load(Ordering::Relaxed)
+        self.unlinked.load(Ordering::Acquire)
     }
 
     pub fn lookup_count(&self) -> u64 {
         self.lookups.load(Ordering::Relaxed)
+    }
+}
+
+/// An inode marked unlinked while its last name is being removed.
+pub struct Unlinking<'a> {
+    inode: Option<&'a Inode>,
+}
+
+impl Unlinking<'_> {
+    /// The name is gone for good.
+    pub fn done(mut self) {
+        self.inode = None;
+    }
+}
+
+impl Drop for Unlinking<'_> {
+    fn drop(&mut self) {
+        // The removal failed: the object keeps its name.
+        if let Some(inode) = self.inode {
+            inode.unlinked.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -290,6 +334,9 @@ impl Drop for NamesGuard<'_> {
 
 pub struct InodeTable {
     map: DashMap<u64, Slot>,
+    /// The generation of the next new incarnation (0 is the first of each
+    /// number, so any later one differs from every earlier one).
+    next_generation: AtomicU64,
 }
 
 impl Default for InodeTable {
@@ -302,6 +349,7 @@ impl InodeTable {
     pub fn new() -> InodeTable {
         InodeTable {
             map: DashMap::with_shard_amount(64),
+            next_generation: AtomicU64::new(1),
         }
     }
 
@@ -324,20 +372,23 @@ impl InodeTable {
     pub fn lookup(&self, ino: u64, kind: FileType, found: Layers) -> Arc<Inode> {
         let inode = match self.map.entry(ino) {
             Entry::Occupied(mut slot) => {
-                let existing = match slot.get() {
-                    Slot::Known(inode) => Some(inode.clone()),
-                    Slot::Forgotten(weak) => weak.upgrade(),
+                let (existing, held) = match slot.get() {
+                    Slot::Known(inode) => (Some(inode.clone()), true),
+                    Slot::Forgotten(weak) => (weak.upgrade(), false),
                 };
                 match existing {
-                    Some(inode) if inode.kind == kind => {
+                    Some(inode) if inode.kind == kind && !inode.is_unlinked() => {
                         inode.refresh(found);
                         slot.insert(Slot::Known(inode.clone()));
                         inode
                     }
                     other => {
-                        // A new object reusing the number of one that is gone.
-                        let fresh = Arc::new(Inode::new(ino, kind, found));
-                        if let Some(old) = other {
+                        // A new object under the number of one that is gone:
+                        // a new incarnation, which takes over the references
+                        // the kernel may still hold to the old ones.
+                        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                        let fresh = Arc::new(Inode::incarnation(ino, generation, kind, found));
+                        if let Some(old) = other.filter(|_| held) {
                             fresh.lookups.store(old.lookup_count(), Ordering::Relaxed);
                         }
                         slot.insert(Slot::Known(fresh.clone()));
@@ -484,6 +535,40 @@ mod tests {
         let file = table.lookup(7, FileType::RegularFile, lower_ref(7));
         let dir = table.lookup(7, FileType::Directory, lower_ref(7));
         assert!(!Arc::ptr_eq(&file, &dir));
+        assert_ne!(file.generation, dir.generation);
         assert_eq!(dir.lookup_count(), 2);
+    }
+
+    #[test]
+    fn a_number_reused_after_unlink_is_a_new_incarnation() {
+        let table = InodeTable::new();
+        let old = table.lookup(8, FileType::Directory, lower_ref(8));
+        old.start_unlink().done();
+        // The kernel still holds the removed dir; a new one gets its number.
+        let new = table.lookup(8, FileType::Directory, lower_ref(8));
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_ne!((old.ino, old.generation), (new.ino, new.generation));
+        assert!(Arc::ptr_eq(&table.get(8).unwrap(), &new));
+        // One count covers both: the kernel forgets by number alone.
+        assert_eq!(new.lookup_count(), 2);
+        table.forget(8, 1);
+        assert!(table.get(8).is_some());
+        table.forget(8, 1);
+        assert_eq!(table.known_count(), 0);
+        // Once forgotten, another object of the number starts afresh.
+        new.start_unlink().done();
+        let third = table.lookup(8, FileType::Directory, lower_ref(8));
+        assert_eq!(third.lookup_count(), 1);
+        assert!(third.generation > new.generation);
+    }
+
+    #[test]
+    fn a_failed_unlink_keeps_the_inode() {
+        let table = InodeTable::new();
+        let inode = table.lookup(9, FileType::RegularFile, lower_ref(9));
+        drop(inode.start_unlink());
+        assert!(!inode.is_unlinked());
+        let again = table.lookup(9, FileType::RegularFile, lower_ref(9));
+        assert!(Arc::ptr_eq(&inode, &again));
     }
 }

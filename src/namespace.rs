@@ -312,6 +312,8 @@ impl Overlay {
             // Before the name goes: the count lives on the shared copy.
             self.adjust_indexed_nlink(&victim_inode, -1)?;
         }
+        let last_name = is_dir || victim.stat.st_nlink <= 1;
+        let unlinking = last_name.then(|| victim_inode.start_unlink());
         match self.upper_entry(parent, name)? {
             UpperEntry::Object(st) => {
                 if lower_below {
@@ -337,10 +339,9 @@ impl Overlay {
             UpperEntry::Absent if lower_below => self.make_whiteout(parent_fd.as_fd(), name)?,
             _ => return Err(Errno::NOENT),
         }
-        if is_dir || victim.stat.st_nlink <= 1 {
-            victim_inode.mark_unlinked();
-        } else {
-            self.reattach_to_index(&victim_inode)?;
+        match unlinking {
+            Some(unlinking) => unlinking.done(),
+            None => self.reattach_to_index(&victim_inode)?,
         }
         if is_dir {
             parent.adjust_nlink(-1);
@@ -494,6 +495,13 @@ impl Overlay {
             return Ok(());
         }
 
+        let unlinking = target_inode
+            .as_ref()
+            .filter(|t| {
+                t.kind == FileType::Directory
+                    || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1)
+            })
+            .map(|t| t.start_unlink());
         if source_is_dir && !source_redirect && target_lower {
             // The lower dir of the new name must not merge into this one.
             self.mark_opaque(pfd, name)?;
@@ -537,14 +545,10 @@ impl Overlay {
                 }
             }
         }
-        if let Some(t) = &target_inode {
-            if t.kind == FileType::Directory
-                || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1)
-            {
-                t.mark_unlinked();
-            } else {
-                self.reattach_to_index(t)?;
-            }
+        match (unlinking, &target_inode) {
+            (Some(unlinking), _) => unlinking.done(),
+            (None, Some(t)) => self.reattach_to_index(t)?,
+            (None, None) => {}
         }
         source_inode.move_upper(new_parent.clone(), Arc::from(new_name));
         Ok(())

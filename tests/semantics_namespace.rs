@@ -527,3 +527,54 @@ fn permissions_enforced_for_non_root() {
     assert_eq!(upper_paths(&l), names(&["rw"]));
     m.unmount();
 }
+
+/// fstat of a file that is open while its name goes (unlink, or a rename
+/// over it) answers from the open file, with no names left, as on any
+/// filesystem: for an upper file, a copied-up one and a lower one opened
+/// read-only, with and without passthrough.
+#[test]
+fn fstat_of_open_file_after_its_name_is_gone() {
+    for options in ["", "passthrough=off"] {
+        let l = Layers::new(1);
+        write_file(&l.lower(0).join("lower_ro"), "lower data");
+        write_file(&l.lower(0).join("lower_rw"), "lower data");
+        write_file(&l.lower(0).join("lower_replaced"), "lower data");
+        let m = if options.is_empty() {
+            l.mount()
+        } else {
+            l.mount_with(&["-o", options])
+        };
+        let mnt = &l.mnt;
+        write_file(&mnt.join("upper"), "upper data!");
+        write_file(&mnt.join("other"), "replacement");
+        let mut open = Vec::new();
+        for (name, write) in [
+            ("upper", true),
+            ("lower_ro", false),
+            ("lower_rw", true),
+            ("lower_replaced", false),
+        ] {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(mnt.join(name))
+                .unwrap();
+            open.push((name, file, fs::metadata(mnt.join(name)).unwrap()));
+        }
+        for name in ["upper", "lower_ro", "lower_rw"] {
+            fs::remove_file(mnt.join(name)).unwrap();
+        }
+        fs::rename(mnt.join("other"), mnt.join("lower_replaced")).unwrap();
+        for (name, file, before) in &open {
+            let st = file
+                .metadata()
+                .unwrap_or_else(|e| panic!("fstat of {name} ({options:?}): {e}"));
+            assert_eq!(st.nlink(), 0, "{name} ({options:?}): no names left");
+            assert_eq!(st.ino(), before.ino(), "{name} ({options:?}): same inode");
+            assert_eq!(st.len(), before.len(), "{name} ({options:?}): same size");
+        }
+        assert_eq!(read(&mnt.join("lower_replaced")), "replacement");
+        drop(open);
+        m.unmount();
+    }
+}

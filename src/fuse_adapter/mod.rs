@@ -97,7 +97,9 @@ impl CowFs {
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<(Arc<Inode>, Attr), Errno>) {
         match result {
-            Ok((_, attr)) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Ok((inode, attr)) => {
+                reply.entry(&self.ttl, &file_attr(&attr), Generation(inode.generation))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -520,7 +522,8 @@ impl Filesystem for CowFs {
                 let mut full = false;
                 for (next, entry) in listing.entries_after(offset) {
                     let is_dot = entry.name == "." || entry.name == "..";
-                    let attr = if is_dot {
+                    // The kernel takes no reference on "." and "..".
+                    let (attr, generation) = if is_dot {
                         match self
                             .overlay
                             .inode(entry.ino)
@@ -528,13 +531,13 @@ impl Filesystem for CowFs {
                         {
                             Ok(mut attr) => {
                                 attr.ino = entry.ino;
-                                attr
+                                (attr, 0)
                             }
                             Err(_) => continue,
                         }
                     } else {
                         match self.overlay.lookup_listed(&listing.dir, entry) {
-                            Ok((_, attr)) => attr,
+                            Ok((inode, attr)) => (attr, inode.generation),
                             // Gone since the listing was taken.
                             Err(_) => continue,
                         }
@@ -545,7 +548,7 @@ impl Filesystem for CowFs {
                         &entry.name,
                         &self.ttl,
                         &file_attr(&attr),
-                        Generation(0),
+                        Generation(generation),
                     );
                     if full {
                         if !is_dot {
@@ -680,7 +683,7 @@ impl Filesystem for CowFs {
                         Ok(st) => st.st_ino,
                         Err(e) => return reply.error(errno(e)),
                     };
-                    let ino = inode.ino;
+                    let (ino, generation) = (inode.ino, Generation(inode.generation));
                     let key = (crate::layer::UPPER, real_ino);
                     let fh = self.overlay.register_file(inode, fd, key, writable);
                     let Some((fd, _)) = self.overlay.open_file(fh) else {
@@ -692,7 +695,7 @@ impl Filesystem for CowFs {
                         OpenMode::Passthrough(id) => reply.created_passthrough(
                             &self.ttl,
                             &attr,
-                            Generation(0),
+                            generation,
                             FileHandle(fh),
                             FopenFlags::empty(),
                             &id,
@@ -700,7 +703,7 @@ impl Filesystem for CowFs {
                         OpenMode::Cached => reply.created(
                             &self.ttl,
                             &attr,
-                            Generation(0),
+                            generation,
                             FileHandle(fh),
                             FopenFlags::empty(),
                         ),
