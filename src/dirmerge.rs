@@ -11,54 +11,9 @@ use std::sync::Arc;
 use crate::error::OpResult;
 use crate::format;
 use crate::inode::{Inode, RealRef};
+use crate::listing::{DirEntry, LowerHint};
 use crate::overlay::Overlay;
 use crate::sys::{self, FileType};
-
-#[derive(Clone, Debug)]
-pub struct DirEntry {
-    pub name: OsString,
-    pub kind: FileType,
-    /// Equal to the `st_ino` a lookup of the entry reports.
-    pub ino: u64,
-    /// Which lower dirs hold the name, as the listing found them.
-    pub lowers: LowerHint,
-}
-
-/// What a listing saw of one name in the lower dirs of its merged dir, so
-/// that a lookup right after it (readdirplus) need not probe the lowers that
-/// lack it. Lower layers never change under a mount, so what was seen there
-/// stays true; the upper dir is always probed afresh.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LowerHint {
-    /// How many lower dirs the listing read (0: no hint).
-    pub lower_dirs: u8,
-    /// Bit i: lower dir i has an object or a 0/0 whiteout of this name.
-    pub present: u64,
-    /// Bit i: lower dir i has an OCI whiteout `.wh.NAME`.
-    pub oci_whiteout: u64,
-}
-
-impl LowerHint {
-    /// Whether lower dir `i` of `lower_dirs` may hold the name (`true`
-    /// when unknown).
-    pub fn may_have(&self, i: usize, lower_dirs: usize) -> bool {
-        !self.covers(lower_dirs) || self.present & (1 << i) != 0
-    }
-
-    /// Whether lower dir `i` may hold `.wh.NAME`.
-    pub fn may_have_oci_whiteout(&self, i: usize, lower_dirs: usize) -> bool {
-        !self.covers(lower_dirs) || self.oci_whiteout & (1 << i) != 0
-    }
-
-    /// Whether any lower dir after `i` may hold the name.
-    pub fn may_have_below(&self, i: usize, lower_dirs: usize) -> bool {
-        !self.covers(lower_dirs) || (i + 1 < 64 && self.present >> (i + 1) != 0)
-    }
-
-    fn covers(&self, lower_dirs: usize) -> bool {
-        self.lower_dirs != 0 && usize::from(self.lower_dirs) == lower_dirs
-    }
-}
 
 /// Names a layer dir hides: by 0/0 whiteouts and by OCI `.wh.` files.
 #[derive(Default)]

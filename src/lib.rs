@@ -4,7 +4,8 @@
 //! The core reads like the concept: `layer` (the stack and inode numbers),
 //! `format` (whiteouts, opaque dirs, overlay xattrs), `inode` (the table the
 //! kernel's inodes live in), `lookup` (resolving a name top-down), `dirmerge`
-//! (merged listings), `dirstream` (reading them by offset), `copyup`, `namespace` (changes to names), `attr`,
+//! (merged listings), `listing` (their offsets and the kept ones),
+//! `dirstream` (which listing a read gets), `copyup`, `namespace` (changes to names), `attr`,
 //! `fileio`, and `fuse_adapter`, the thin edge that speaks FUSE. `sys` holds
 //! every system call wrapper and is the one module allowed unchecked code.
 
@@ -24,6 +25,7 @@ pub mod idmap;
 pub mod index;
 pub mod inode;
 pub mod layer;
+pub mod listing;
 pub mod lookup;
 pub mod namespace;
 pub mod options;

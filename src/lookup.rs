@@ -5,11 +5,11 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use crate::dirmerge::LowerHint;
 use crate::error::OpResult;
 use crate::format::{self, Opacity, Redirect};
 use crate::inode::{Inode, Layers, Location, RealRef};
 use crate::layer::{LayerId, UPPER};
+use crate::listing::LowerHint;
 use crate::origin::OriginInfo;
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, Stat};
@@ -58,7 +58,7 @@ impl Overlay {
     pub fn lookup_listed(
         &self,
         dir: &Arc<Inode>,
-        entry: &crate::dirmerge::DirEntry,
+        entry: &crate::listing::DirEntry,
     ) -> OpResult<(Arc<Inode>, Attr)> {
         if let Some(inode) = self.inodes.get(entry.ino)
             && inode.kind == entry.kind

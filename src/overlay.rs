@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dirstream::DirOrder;
 use crate::error::OpResult;
 use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
@@ -16,6 +15,7 @@ use crate::handles::Handles;
 use crate::idmap::{OverrideStat, Ownership};
 use crate::inode::{Inode, InodeTable, Layers, Location, ROOT_INO, RealRef};
 use crate::layer::{LayerId, LayerStack, UPPER};
+use crate::listing::DirOrder;
 use crate::sys::{self, Errno, Stat};
 use crate::workdir::{Capabilities, WorkDir};
 

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
 use cowfs::attr::SetAttr;
-use cowfs::dirmerge::DirEntry;
 use cowfs::error::Errno;
 use cowfs::inode::{Inode, ROOT_INO};
 use cowfs::layer::LayerStack;
+use cowfs::listing::DirEntry;
 use cowfs::namespace::{NewKind, NewObject, RENAME_EXCHANGE, RENAME_NOREPLACE};
 use cowfs::overlay::{Overlay, OverlayOptions};
 use cowfs::sys::{FileType, OFlags};

@@ -17,9 +17,9 @@ use fuser::{
 };
 
 use crate::attr::SetAttr;
-use crate::dirstream::DirListing;
 use crate::error::Errno;
 use crate::inode::Inode;
+use crate::listing::DirListing;
 use crate::namespace::{NewKind, NewObject};
 use crate::overlay::{Attr, Overlay};
 
