@@ -34,8 +34,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     {
         std::fs::create_dir(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
     }
-    let layers = LayerStack::open(plan.upper.as_deref(), &plan.lowers)
-        .map_err(|e| anyhow!("opening layers: {e}"))?;
+    let layers = LayerStack::open(plan.upper.as_deref(), &plan.lowers)?;
     let work = match &plan.workdir {
         Some(dir) => Some(WorkDir::prepare(dir)?),
         None => None,

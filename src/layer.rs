@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use crate::sys::{self, Errno, SysResult};
+use crate::error::SetupError;
+use crate::sys;
 
 /// Index of a layer: 0 is the upper dir, 1.. the lowers from the top down.
 pub type LayerId = u16;
@@ -45,14 +46,24 @@ pub struct LayerStack {
 }
 
 impl LayerStack {
-    /// Opens the layer roots. `lowers` are given top first.
-    pub fn open(upper: Option<&Path>, lowers: &[PathBuf]) -> SysResult<LayerStack> {
+    /// Opens the layer roots. `lowers` are given top first. An error names
+    /// the layer and its path.
+    pub fn open(upper: Option<&Path>, lowers: &[PathBuf]) -> Result<LayerStack, SetupError> {
         let mut devs: Vec<u64> = Vec::new();
-        let mut open_layer = |id: LayerId, path: &Path| -> SysResult<Layer> {
-            let root = sys::open_root(path)?;
-            let st = sys::fstat(root.as_fd())?;
+        let mut open_layer = |id: LayerId, path: &Path| -> Result<Layer, SetupError> {
+            let what = if id == UPPER {
+                "opening upper layer"
+            } else {
+                "opening lower layer"
+            };
+            let root = sys::open_root(path).map_err(|e| SetupError::io(what, path, e))?;
+            let st = sys::fstat(root.as_fd()).map_err(|e| SetupError::io(what, path, e))?;
             if sys::file_type(&st) != sys::FileType::Directory {
-                return Err(Errno::NOTDIR);
+                let what = if id == UPPER { "upper layer" } else { "lower layer" };
+                return Err(SetupError::NotADirectory {
+                    what,
+                    path: path.to_path_buf(),
+                });
             }
             let fsid = match devs.iter().position(|&d| d == st.st_dev) {
                 Some(i) => i,
@@ -79,7 +90,9 @@ impl LayerStack {
         };
         let mut opened = Vec::with_capacity(lowers.len());
         for (i, path) in lowers.iter().enumerate() {
-            let id = LayerId::try_from(i + 1).map_err(|_| Errno::INVAL)?;
+            let id = LayerId::try_from(i + 1).map_err(|_| {
+                SetupError::Invalid(format!("too many lower layers ({})", lowers.len()))
+            })?;
             opened.push(open_layer(id, path)?);
         }
         let inos = InoMapper::new(devs.len());
