@@ -45,8 +45,9 @@ mounts_before=$(fuse_mounts)
 step "cargo fmt --check"
 cargo fmt --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+# Test-only hooks (fault injection) are compiled in for the tests and their lints only.
+step "cargo clippy --all-targets --features test-hooks -- -D warnings"
+cargo clippy --all-targets --features test-hooks -- -D warnings
 
 # Benches build with the release-derived bench profile, sharing dependencies with the tests below.
 if [ -d benches ]; then
@@ -55,11 +56,11 @@ if [ -d benches ]; then
 fi
 
 # --- tests ---------------------------------------------------------------------------------------
-step "cargo test --release --no-fail-fast $*"
+step "cargo test --release --features test-hooks --no-fail-fast $*"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-timeout --kill-after=30s 20m cargo test --release --no-fail-fast "$@" 2>&1 | tee "$log"
+timeout --kill-after=30s 20m cargo test --release --features test-hooks --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" -ne 124 ] || warn "cargo test timed out after 20 minutes"

@@ -13,12 +13,11 @@ use std::sync::Arc;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::layer::LayerId;
+use crate::layer::{LayerId, RealKey};
 
 const SHARDS: usize = 16;
 
-type Key = (LayerId, u64);
-type Shard = Mutex<LruCache<Key, Arc<OwnedFd>>>;
+type Shard = Mutex<LruCache<RealKey, Arc<OwnedFd>>>;
 
 pub struct FdCache {
     shards: Vec<Shard>,
@@ -34,25 +33,25 @@ impl FdCache {
         }
     }
 
-    fn shard(&self, key: &Key) -> &Shard {
-        let mix = key.1.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(key.0);
+    fn shard(&self, key: &RealKey) -> &Shard {
+        let mix = key.real_ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(key.layer);
         &self.shards[(mix >> 59) as usize % SHARDS]
     }
 
     pub fn get(&self, layer: LayerId, real_ino: u64) -> Option<Arc<OwnedFd>> {
-        let key = (layer, real_ino);
+        let key = RealKey { layer, real_ino };
         self.shard(&key).lock().get(&key).cloned()
     }
 
     pub fn insert(&self, layer: LayerId, real_ino: u64, fd: Arc<OwnedFd>) {
-        let key = (layer, real_ino);
+        let key = RealKey { layer, real_ino };
         self.shard(&key).lock().put(key, fd);
     }
 
     /// Forgets an object that was removed, so a new object that reuses its
     /// number is never answered with the old one's fd.
     pub fn remove(&self, layer: LayerId, real_ino: u64) {
-        let key = (layer, real_ino);
+        let key = RealKey { layer, real_ino };
         self.shard(&key).lock().pop(&key);
     }
 

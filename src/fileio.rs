@@ -9,8 +9,10 @@ use parking_lot::RwLock;
 
 use crate::copyup::CopyUp;
 use crate::error::OpResult;
-use crate::handles::FileHandle;
+use crate::handles::{FileHandle, Opened};
 use crate::inode::Inode;
+use crate::layer::{RealKey, UPPER};
+use crate::namespace::{NewKind, NewObject};
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType, OFlags, SeekFrom};
 
@@ -33,8 +35,8 @@ fn wants_write(flags: i32) -> bool {
 }
 
 impl Overlay {
-    /// Opens a regular file; returns the handle number.
-    pub fn open(&self, inode: &Arc<Inode>, flags: i32) -> OpResult<u64> {
+    /// Opens a regular file under a new handle.
+    pub fn open(&self, inode: &Arc<Inode>, flags: i32) -> OpResult<Opened> {
         if inode.kind != FileType::RegularFile {
             return Err(if inode.is_dir() {
                 Errno::ISDIR
@@ -60,8 +62,29 @@ impl Overlay {
             real_flags.remove(OFlags::NOATIME);
         }
         let fd = sys::reopen(path_fd.as_fd(), real_flags)?;
-        let id = (source.layer, source.real_ino);
-        Ok(self.register_file(inode.clone(), fd, id, writable))
+        Ok(self.register_file(inode.clone(), fd, source.key(), writable))
+    }
+
+    /// Creates a regular file and opens it under a new handle (the kernel's
+    /// create).
+    pub fn create_and_open(
+        &self,
+        parent: &Arc<Inode>,
+        name: &std::ffi::OsStr,
+        new: NewObject<'_>,
+    ) -> OpResult<(Arc<Inode>, crate::overlay::Attr, Opened)> {
+        let writable = match &new.kind {
+            NewKind::File { flags } => {
+                flags.bits() & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+            }
+            _ => return Err(Errno::INVAL),
+        };
+        let (inode, attr, fd) = self.create(parent, name, new)?;
+        let (Some(fd), Some(upper)) = (fd, inode.upper()) else {
+            return Err(Errno::IO);
+        };
+        let opened = self.register_file(inode.clone(), fd, upper.key(), writable);
+        Ok((inode, attr, opened))
     }
 
     /// Keeps an open real file under a new handle number.
@@ -69,23 +92,19 @@ impl Overlay {
         &self,
         inode: Arc<Inode>,
         fd: OwnedFd,
-        source: (crate::layer::LayerId, u64),
+        source: RealKey,
         writable: bool,
-    ) -> u64 {
+    ) -> Opened {
         self.handles.add_file(FileHandle {
             inode,
             fd: RwLock::new(Arc::new(fd)),
-            on_upper: AtomicBool::new(source.0 == crate::layer::UPPER),
+            on_upper: AtomicBool::new(source.layer == UPPER),
             writable,
             source,
         })
     }
 
     /// The real file behind a handle and the object it is.
-    pub fn open_file(&self, fh: u64) -> Option<(Arc<OwnedFd>, (crate::layer::LayerId, u64))> {
-        self.handles.file(fh).map(|h| (h.fd(), h.source))
-    }
-
     fn file(&self, fh: u64) -> OpResult<Arc<FileHandle>> {
         self.handles.file(fh).ok_or(Errno::BADF)
     }

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::inode::Inode;
-use crate::layer::LayerId;
+use crate::layer::RealKey;
 
 pub struct FileHandle {
     pub inode: Arc<Inode>,
@@ -17,9 +17,17 @@ pub struct FileHandle {
     pub fd: RwLock<Arc<OwnedFd>>,
     pub on_upper: AtomicBool,
     pub writable: bool,
-    /// The real object opened (layer, real inode number), so that all opens
-    /// of one inode on one real file can share a passthrough backing.
-    pub source: (LayerId, u64),
+    /// The real object opened, so that all opens of one inode on one real
+    /// file can share a passthrough backing.
+    pub source: RealKey,
+}
+
+/// What an open gives the FUSE edge: the handle number, the real file and
+/// which real object it is.
+pub struct Opened {
+    pub fh: u64,
+    pub fd: Arc<OwnedFd>,
+    pub source: RealKey,
 }
 
 impl FileHandle {
@@ -39,10 +47,15 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn add_file(&self, handle: FileHandle) -> u64 {
-        let id = self.next_id();
-        self.files.insert(id, Arc::new(handle));
-        id
+    pub fn add_file(&self, handle: FileHandle) -> Opened {
+        let fh = self.next_id();
+        let opened = Opened {
+            fh,
+            fd: handle.fd(),
+            source: handle.source,
+        };
+        self.files.insert(fh, Arc::new(handle));
+        opened
     }
 
     pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {

@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::{Mutex, RwLock};
 
-use crate::layer::{LayerId, UPPER};
+use crate::layer::{LayerId, RealKey, UPPER};
 use crate::sys::FileType;
 
 /// The FUSE root inode number.
@@ -60,6 +60,13 @@ pub struct RealRef {
 }
 
 impl RealRef {
+    pub fn key(&self) -> RealKey {
+        RealKey {
+            layer: self.layer,
+            real_ino: self.real_ino,
+        }
+    }
+
     pub fn is_upper(&self) -> bool {
         self.layer == UPPER
     }

@@ -15,6 +15,14 @@ use crate::sys;
 pub type LayerId = u16;
 pub const UPPER: LayerId = 0;
 
+/// A real object, by its layer and its inode number there: the key of
+/// everything kept per real object (cached fds, passthrough backings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RealKey {
+    pub layer: LayerId,
+    pub real_ino: u64,
+}
+
 pub struct Layer {
     pub id: LayerId,
     pub path: PathBuf,
@@ -59,7 +67,11 @@ impl LayerStack {
             let root = sys::open_root(path).map_err(|e| SetupError::io(what, path, e))?;
             let st = sys::fstat(root.as_fd()).map_err(|e| SetupError::io(what, path, e))?;
             if sys::file_type(&st) != sys::FileType::Directory {
-                let what = if id == UPPER { "upper layer" } else { "lower layer" };
+                let what = if id == UPPER {
+                    "upper layer"
+                } else {
+                    "lower layer"
+                };
                 return Err(SetupError::NotADirectory {
                     what,
                     path: path.to_path_buf(),

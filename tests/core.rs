@@ -195,7 +195,7 @@ fn read_fh(ov: &Overlay, fh: u64) -> String {
 }
 
 fn cat(ov: &Overlay, path: &str) -> String {
-    let fh = ov.open(&must(ov, path), libc::O_RDONLY).expect("open");
+    let fh = ov.open(&must(ov, path), libc::O_RDONLY).expect("open").fh;
     let data = read_fh(ov, fh);
     ov.release(fh);
     data
@@ -235,7 +235,7 @@ fn create_file(ov: &Overlay, path: &str, data: &str) {
     let (dir, name) = split(ov, path);
     let made = ov.create(&dir, name, file());
     let (inode, _, _) = made.unwrap_or_else(|e| panic!("create {path}: {e}"));
-    let fh = ov.open(&inode, libc::O_WRONLY).unwrap();
+    let fh = ov.open(&inode, libc::O_WRONLY).unwrap().fh;
     assert_eq!(ov.write(fh, 0, data.as_bytes()), Ok(data.len()));
     ov.release(fh);
 }
@@ -393,7 +393,7 @@ fn copy_up_keeps_data_metadata_and_xattrs() {
     assert_eq!(color, Ok(b"blue".to_vec()));
 
     // Writing and chmod go to the copy only.
-    let fh = ov.open(&inode, libc::O_WRONLY).unwrap();
+    let fh = ov.open(&inode, libc::O_WRONLY).unwrap().fh;
     assert_eq!(ov.write(fh, 0, b"PAY"), Ok(3));
     ov.release(fh);
     let chmod = chmod(0o600);
@@ -637,7 +637,7 @@ fn open_fd_of_a_replaced_lower_file_keeps_its_data() {
     put(&env.l(0, "b"), "B");
     let ov = env.mount();
     let _a = must(&ov, "a");
-    let fh_b = ov.open(&must(&ov, "b"), libc::O_RDONLY).unwrap();
+    let fh_b = ov.open(&must(&ov, "b"), libc::O_RDONLY).unwrap().fh;
     mv(&ov, "a", "b", 0).unwrap();
     assert_eq!(read_fh(&ov, fh_b), "B", "read before a new lookup of b");
     assert_eq!(cat(&ov, "b"), "A", "b now names the old a");

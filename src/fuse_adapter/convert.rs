@@ -2,14 +2,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{Errno as FuseErrno, FileAttr, FileType as FuseType, INodeNo, ReplyXattr, TimeOrNow};
+use fuser::{FileAttr, FileType as FuseType, INodeNo, TimeOrNow};
 
 use crate::attr::SetTime;
-use crate::error::Errno;
 use crate::overlay::Attr;
 use crate::sys::FileType;
-
-use super::errno;
 
 pub(super) fn kind_of(kind: FileType) -> FuseType {
     match kind {
@@ -96,13 +93,4 @@ pub(super) fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
             }
         },
     })
-}
-
-pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, Errno>) {
-    match value {
-        Ok(value) if size == 0 => reply.size(value.len() as u32),
-        Ok(value) if value.len() > size as usize => reply.error(FuseErrno::ERANGE),
-        Ok(value) => reply.data(&value),
-        Err(e) => reply.error(errno(e)),
-    }
 }

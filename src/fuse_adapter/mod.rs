@@ -17,26 +17,32 @@ use fuser::{
 };
 
 use crate::attr::SetAttr;
-use crate::error::Errno;
+use crate::error::OpResult;
+use crate::handles::Opened;
 use crate::inode::Inode;
-use crate::listing::DirListing;
+use crate::layer::RealKey;
+use crate::listing::{DirEntry, DirListing};
 use crate::namespace::{NewKind, NewObject};
 use crate::overlay::{Attr, Overlay};
 
 mod convert;
 mod passthrough;
+mod reply;
 mod session;
 
-use convert::{absent_entry_attr, file_attr, kind_of, reply_xattr, set_time};
+use convert::{file_attr, kind_of, set_time};
 use passthrough::{Backings, OpenMode};
+use reply::{Answer, XattrValue, answer_lookup, errno};
 pub use session::{serve, serve_through_fusermount};
 
 pub struct CowFs {
     overlay: Arc<Overlay>,
     ttl: Duration,
     backings: Backings,
-    /// Fault injection for tests: a lookup of this name panics
-    /// (`COWFS_TEST_PANIC_ON_LOOKUP`), to show a panic costs one request.
+    /// Fault injection for tests (built with the `test-hooks` feature
+    /// only): a lookup of this name panics (`COWFS_TEST_PANIC_ON_LOOKUP`), to
+    /// show a panic costs one request.
+    #[cfg(feature = "test-hooks")]
     panic_on_lookup: Option<std::ffi::OsString>,
 }
 
@@ -47,20 +53,10 @@ impl CowFs {
             overlay,
             ttl,
             backings: Backings::default(),
+            #[cfg(feature = "test-hooks")]
             panic_on_lookup: std::env::var_os("COWFS_TEST_PANIC_ON_LOOKUP"),
         }
     }
-}
-
-fn reply_unit(reply: ReplyEmpty, result: Result<(), FuseErrno>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
-    }
-}
-
-fn errno(e: Errno) -> FuseErrno {
-    FuseErrno::from_i32(e.raw_os_error())
 }
 
 /// Runs one request, turning a panic into a logged EIO (the reply, dropped
@@ -72,36 +68,37 @@ fn guarded(op: &'static str, body: impl FnOnce()) {
 }
 
 impl CowFs {
-    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, FuseErrno> {
-        self.overlay.inode(ino.0).map_err(errno)
-    }
-
-    fn listing(&self, ino: INodeNo, offset: u64) -> Result<Arc<DirListing>, FuseErrno> {
-        self.on_inode(ino, |dir| self.overlay.readdir(dir, offset))
+    /// The inode the kernel names by `ino`.
+    fn inode(&self, ino: INodeNo) -> OpResult<Arc<Inode>> {
+        self.overlay.inode(ino.0)
     }
 
     /// Runs an overlay call on the inode the kernel names.
     fn on_inode<T>(
         &self,
         ino: INodeNo,
-        op: impl FnOnce(&Arc<Inode>) -> Result<T, Errno>,
-    ) -> Result<T, FuseErrno> {
-        let inode = self.inode(ino)?;
-        op(&inode).map_err(errno)
+        op: impl FnOnce(&Arc<Inode>) -> OpResult<T>,
+    ) -> OpResult<T> {
+        op(&self.inode(ino)?)
     }
 
     /// Whether an open real file can't be swapped for a copy-up while open.
-    fn stays(&self, key: (crate::layer::LayerId, u64)) -> bool {
-        key.0 == crate::layer::UPPER || self.overlay.is_read_only()
+    fn stays(&self, key: RealKey) -> bool {
+        key.layer == crate::layer::UPPER || self.overlay.is_read_only()
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, result: Result<(Arc<Inode>, Attr), Errno>) {
-        match result {
-            Ok((inode, attr)) => {
-                reply.entry(&self.ttl, &file_attr(&attr), Generation(inode.generation))
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+    /// How the kernel is to do I/O on a new open of `inode`: through the
+    /// real file (passthrough) or through this daemon and the page cache.
+    fn open_mode(
+        &self,
+        inode: &Inode,
+        opened: &Opened,
+        stays: bool,
+        open_backing: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
+    ) -> OpenMode {
+        let backing = || open_backing(opened.fd.as_fd());
+        self.backings
+            .for_open(inode.ino, opened.source, stays, opened.fh, backing)
     }
 
     fn make(
@@ -113,22 +110,51 @@ impl CowFs {
         (mode, umask): (u32, u32),
         reply: ReplyEntry,
     ) {
-        let result = self
-            .inode(parent)
-            .map_err(|e| Errno::from_raw_os_error(e.code()))
-            .and_then(|parent| {
-                let new = NewObject {
-                    kind,
-                    mode: mode & 0o7777,
-                    umask,
-                    uid: req.uid(),
-                    gid: req.gid(),
-                };
-                self.overlay
-                    .create(&parent, name, new)
-                    .map(|(inode, attr, _)| (inode, attr))
-            });
-        self.reply_entry(reply, result);
+        let new = NewObject {
+            kind,
+            mode: mode & 0o7777,
+            umask,
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let made = self.on_inode(parent, |parent| self.overlay.create(parent, name, new));
+        reply.answer(&self.ttl, made.map(|(inode, attr, _)| (inode, attr)));
+    }
+
+    /// Serves a read of dir `ino` from `offset` (readdir and readdirplus):
+    /// hands each entry after it to `add` until `add` says the reply is full.
+    /// A listing read to its end need not be kept for the stream.
+    fn serve_listing(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        mut add: impl FnMut(&DirListing, u64, &DirEntry) -> bool,
+    ) -> OpResult<()> {
+        let listing = self.on_inode(ino, |dir| self.overlay.readdir(dir, offset))?;
+        for (next, entry) in listing.entries_after(offset) {
+            if !add(&listing, next, entry) {
+                return Ok(());
+            }
+        }
+        self.overlay.readdir_done(&listing);
+        Ok(())
+    }
+
+    /// The attributes of a listed entry for readdirplus, its generation, and
+    /// whether the kernel takes a reference on it (not on "." and "..");
+    /// `None` if it is gone since the listing was taken.
+    fn listed_entry(&self, listing: &DirListing, entry: &DirEntry) -> Option<(Attr, u64, bool)> {
+        if entry.name == "." || entry.name == ".." {
+            let mut attr = self
+                .overlay
+                .inode(entry.ino)
+                .and_then(|dir| self.overlay.getattr(&dir))
+                .ok()?;
+            attr.ino = entry.ino;
+            return Some((attr, 0, false));
+        }
+        let (inode, attr) = self.overlay.lookup_listed(&listing.dir, entry).ok()?;
+        Some((attr, inode.generation, true))
     }
 }
 
@@ -165,19 +191,12 @@ impl Filesystem for CowFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || {
+            #[cfg(feature = "test-hooks")]
             if self.panic_on_lookup.as_deref() == Some(name) {
                 panic!("injected panic on lookup of {name:?}");
             }
-            let result = match self.overlay.inode(parent.0) {
-                Ok(parent) => self.overlay.lookup(&parent, name),
-                Err(e) => Err(e),
-            };
-            match result {
-                // Cached as a negative dentry: every create of the name goes
-                // through the kernel, which drops it then.
-                Err(Errno::NOENT) => reply.entry(&self.ttl, &absent_entry_attr(), Generation(0)),
-                result => self.reply_entry(reply, result),
-            }
+            let found = self.on_inode(parent, |parent| self.overlay.lookup(parent, name));
+            answer_lookup(reply, &self.ttl, found);
         });
     }
 
@@ -186,19 +205,14 @@ impl Filesystem for CowFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || match self.inode(ino) {
-            Ok(_) if fh.is_some_and(|fh| self.overlay.handles.file(fh.0).is_some()) => {
-                let fh = fh.map_or(0, |fh| fh.0);
-                match self.overlay.getattr_open(fh) {
-                    Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-                    Err(e) => reply.error(errno(e)),
+        guarded("getattr", || {
+            let attr = self.on_inode(ino, |inode| match fh {
+                Some(fh) if self.overlay.handles.file(fh.0).is_some() => {
+                    self.overlay.getattr_open(fh.0)
                 }
-            }
-            Ok(inode) => match self.overlay.getattr(&inode) {
-                Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+                _ => self.overlay.getattr(inode),
+            });
+            reply.answer(&self.ttl, attr);
         });
     }
 
@@ -221,10 +235,6 @@ impl Filesystem for CowFs {
         reply: ReplyAttr,
     ) {
         guarded("setattr", || {
-            let inode = match self.inode(ino) {
-                Ok(inode) => inode,
-                Err(e) => return reply.error(e),
-            };
             let change = SetAttr {
                 mode,
                 uid,
@@ -237,20 +247,17 @@ impl Filesystem for CowFs {
                 .and_then(|fh| self.overlay.handles.file(fh.0))
                 .filter(|h| h.writable);
             let open_fd = open.as_ref().map(|h| h.fd());
-            match self.overlay.setattr(&inode, &change, open_fd.as_deref()) {
-                Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
-                Err(e) => reply.error(errno(e)),
-            }
+            let attr = self.on_inode(ino, |inode| {
+                self.overlay.setattr(inode, &change, open_fd.as_deref())
+            });
+            reply.answer(&self.ttl, attr);
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        guarded("readlink", || match self.inode(ino) {
-            Ok(inode) => match self.overlay.readlink(&inode) {
-                Ok(target) => reply.data(&target),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("readlink", || {
+            let target = self.on_inode(ino, |inode| self.overlay.readlink(inode));
+            reply.answer(&self.ttl, target);
         });
     }
 
@@ -296,19 +303,15 @@ impl Filesystem for CowFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("unlink", || {
-            reply_unit(
-                reply,
-                self.on_inode(parent, |parent| self.overlay.remove(parent, name, false)),
-            )
+            let removed = self.on_inode(parent, |parent| self.overlay.remove(parent, name, false));
+            reply.answer(&self.ttl, removed);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("rmdir", || {
-            reply_unit(
-                reply,
-                self.on_inode(parent, |parent| self.overlay.remove(parent, name, true)),
-            )
+            let removed = self.on_inode(parent, |parent| self.overlay.remove(parent, name, true));
+            reply.answer(&self.ttl, removed);
         });
     }
 
@@ -339,14 +342,11 @@ impl Filesystem for CowFs {
         reply: ReplyEmpty,
     ) {
         guarded("rename", || {
-            let (from, to) = match (self.inode(parent), self.inode(newparent)) {
-                (Ok(from), Ok(to)) => (from, to),
-                (Err(e), _) | (_, Err(e)) => return reply.error(e),
-            };
-            match self.overlay.rename(&from, name, &to, newname, flags.bits()) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            }
+            let renamed = self.inode(parent).and_then(|from| {
+                let to = self.inode(newparent)?;
+                self.overlay.rename(&from, name, &to, newname, flags.bits())
+            });
+            reply.answer(&self.ttl, renamed);
         });
     }
 
@@ -361,7 +361,7 @@ impl Filesystem for CowFs {
         guarded("link", || {
             let source = match self.inode(ino) {
                 Ok(source) => source,
-                Err(e) => return reply.error(e),
+                Err(e) => return reply.fail(errno(e)),
             };
             self.make(
                 req,
@@ -375,27 +375,21 @@ impl Filesystem for CowFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || match self.inode(ino) {
-            Ok(inode) => match self.overlay.open(&inode, flags.0) {
-                Ok(fh) => {
-                    let Some((fd, key)) = self.overlay.open_file(fh) else {
-                        return reply.error(FuseErrno::EIO);
-                    };
-                    let stays = self.stays(key);
-                    let backing = || reply.open_backing(fd.as_fd());
-                    match self.backings.for_open(ino.0, key, stays, fh, backing) {
-                        OpenMode::Passthrough(id) => {
-                            reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
-                        }
-                        // Nothing changes a file behind this mount: keep its pages.
-                        OpenMode::Cached => {
-                            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
-                        }
-                    }
-                }
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+        guarded("open", || {
+            let opened = self.on_inode(ino, |inode| {
+                Ok((inode.clone(), self.overlay.open(inode, flags.0)?))
+            });
+            let (inode, opened) = match opened {
+                Ok(opened) => opened,
+                Err(e) => return reply.error(errno(e)),
+            };
+            let stays = self.stays(opened.source);
+            let fh = FileHandle(opened.fh);
+            match self.open_mode(&inode, &opened, stays, |fd| reply.open_backing(fd)) {
+                OpenMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
+                // Nothing changes a file behind this mount: keep its pages.
+                OpenMode::Cached => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
+            }
         });
     }
 
@@ -410,9 +404,8 @@ impl Filesystem for CowFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || match self.overlay.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
+        guarded("read", || {
+            reply.answer(&self.ttl, self.overlay.read(fh.0, offset, size));
         });
     }
 
@@ -428,9 +421,8 @@ impl Filesystem for CowFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", || match self.overlay.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
+        guarded("write", || {
+            reply.answer(&self.ttl, self.overlay.write(fh.0, offset, data));
         });
     }
 
@@ -470,9 +462,8 @@ impl Filesystem for CowFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", || match self.overlay.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+        guarded("fsync", || {
+            reply.answer(&self.ttl, self.overlay.fsync(fh.0, datasync));
         });
     }
 
@@ -491,21 +482,14 @@ impl Filesystem for CowFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", || match self.listing(ino, offset) {
-            Ok(listing) => {
-                let mut full = false;
-                for (next, entry) in listing.entries_after(offset) {
-                    if reply.add(INodeNo(entry.ino), next, kind_of(entry.kind), &entry.name) {
-                        full = true;
-                        break;
-                    }
-                }
-                if !full {
-                    self.overlay.readdir_done(&listing);
-                }
-                reply.ok();
+        guarded("readdir", || {
+            let served = self.serve_listing(ino, offset, |_, next, entry| {
+                !reply.add(INodeNo(entry.ino), next, kind_of(entry.kind), &entry.name)
+            });
+            match served {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
             }
-            Err(e) => reply.error(e),
         });
     }
 
@@ -517,53 +501,29 @@ impl Filesystem for CowFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        guarded("readdirplus", || match self.listing(ino, offset) {
-            Ok(listing) => {
-                let mut full = false;
-                for (next, entry) in listing.entries_after(offset) {
-                    let is_dot = entry.name == "." || entry.name == "..";
-                    // The kernel takes no reference on "." and "..".
-                    let (attr, generation) = if is_dot {
-                        match self
-                            .overlay
-                            .inode(entry.ino)
-                            .and_then(|i| self.overlay.getattr(&i))
-                        {
-                            Ok(mut attr) => {
-                                attr.ino = entry.ino;
-                                (attr, 0)
-                            }
-                            Err(_) => continue,
-                        }
-                    } else {
-                        match self.overlay.lookup_listed(&listing.dir, entry) {
-                            Ok((inode, attr)) => (attr, inode.generation),
-                            // Gone since the listing was taken.
-                            Err(_) => continue,
-                        }
-                    };
-                    full = reply.add(
-                        INodeNo(attr.ino),
-                        next,
-                        &entry.name,
-                        &self.ttl,
-                        &file_attr(&attr),
-                        Generation(generation),
-                    );
-                    if full {
-                        if !is_dot {
-                            // The kernel did not get this entry: undo its lookup.
-                            self.overlay.forget(attr.ino, 1);
-                        }
-                        break;
-                    }
+        guarded("readdirplus", || {
+            let served = self.serve_listing(ino, offset, |listing, next, entry| {
+                let Some((attr, generation, referenced)) = self.listed_entry(listing, entry) else {
+                    return true;
+                };
+                let full = reply.add(
+                    INodeNo(attr.ino),
+                    next,
+                    &entry.name,
+                    &self.ttl,
+                    &file_attr(&attr),
+                    Generation(generation),
+                );
+                if full && referenced {
+                    // The kernel did not get this entry: undo its lookup.
+                    self.overlay.forget(attr.ino, 1);
                 }
-                if !full {
-                    self.overlay.readdir_done(&listing);
-                }
-                reply.ok();
+                !full
+            });
+            match served {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
             }
-            Err(e) => reply.error(e),
         });
     }
 
@@ -576,27 +536,13 @@ impl Filesystem for CowFs {
         reply: ReplyEmpty,
     ) {
         guarded("fsyncdir", || {
-            reply_unit(
-                reply,
-                self.on_inode(ino, |inode| self.overlay.fsyncdir(inode, datasync)),
-            )
+            let synced = self.on_inode(ino, |inode| self.overlay.fsyncdir(inode, datasync));
+            reply.answer(&self.ttl, synced);
         });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || match self.overlay.statfs() {
-            Ok(st) => reply.statfs(
-                st.f_blocks,
-                st.f_bfree,
-                st.f_bavail,
-                st.f_files,
-                st.f_ffree,
-                st.f_bsize as u32,
-                st.f_namemax as u32,
-                st.f_frsize as u32,
-            ),
-            Err(e) => reply.error(errno(e)),
-        });
+        guarded("statfs", || reply.answer(&self.ttl, self.overlay.statfs()));
     }
 
     fn setxattr(
@@ -610,45 +556,40 @@ impl Filesystem for CowFs {
         reply: ReplyEmpty,
     ) {
         guarded("setxattr", || {
-            reply_unit(
-                reply,
-                self.on_inode(ino, |inode| {
-                    self.overlay.setxattr(inode, name, value, flags)
-                }),
-            )
+            let set = self.on_inode(ino, |inode| {
+                self.overlay.setxattr(inode, name, value, flags)
+            });
+            reply.answer(&self.ttl, set);
         });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", || match self.inode(ino) {
-            Ok(inode) => reply_xattr(reply, size, self.overlay.getxattr(&inode, name)),
-            Err(e) => reply.error(e),
+        guarded("getxattr", || {
+            let value = self.on_inode(ino, |inode| self.overlay.getxattr(inode, name));
+            let value = value.map(|value| XattrValue { asked: size, value });
+            reply.answer(&self.ttl, value);
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || match self.inode(ino) {
-            Ok(inode) => reply_xattr(reply, size, self.overlay.listxattr(&inode)),
-            Err(e) => reply.error(e),
+        guarded("listxattr", || {
+            let list = self.on_inode(ino, |inode| self.overlay.listxattr(inode));
+            let list = list.map(|value| XattrValue { asked: size, value });
+            reply.answer(&self.ttl, list);
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("removexattr", || {
-            reply_unit(
-                reply,
-                self.on_inode(ino, |inode| self.overlay.removexattr(inode, name)),
-            )
+            let removed = self.on_inode(ino, |inode| self.overlay.removexattr(inode, name));
+            reply.answer(&self.ttl, removed);
         });
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions); this only
         // answers whether the inode is still there.
-        match self.inode(ino) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(&self.ttl, self.inode(ino).map(drop));
     }
 
     fn create(
@@ -662,10 +603,6 @@ impl Filesystem for CowFs {
         reply: ReplyCreate,
     ) {
         guarded("create", || {
-            let parent = match self.inode(parent) {
-                Ok(parent) => parent,
-                Err(e) => return reply.error(e),
-            };
             let real_flags = crate::sys::OFlags::from_bits_retain(
                 (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC)) as _,
             );
@@ -676,41 +613,27 @@ impl Filesystem for CowFs {
                 uid: req.uid(),
                 gid: req.gid(),
             };
-            match self.overlay.create(&parent, name, new) {
-                Ok((inode, attr, Some(fd))) => {
-                    let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-                    let real_ino = match crate::sys::fstat(fd.as_fd()) {
-                        Ok(st) => st.st_ino,
-                        Err(e) => return reply.error(errno(e)),
-                    };
-                    let (ino, generation) = (inode.ino, Generation(inode.generation));
-                    let key = (crate::layer::UPPER, real_ino);
-                    let fh = self.overlay.register_file(inode, fd, key, writable);
-                    let Some((fd, _)) = self.overlay.open_file(fh) else {
-                        return reply.error(FuseErrno::EIO);
-                    };
-                    let attr = file_attr(&attr);
-                    let backing = || reply.open_backing(fd.as_fd());
-                    match self.backings.for_open(ino, key, true, fh, backing) {
-                        OpenMode::Passthrough(id) => reply.created_passthrough(
-                            &self.ttl,
-                            &attr,
-                            generation,
-                            FileHandle(fh),
-                            FopenFlags::empty(),
-                            &id,
-                        ),
-                        OpenMode::Cached => reply.created(
-                            &self.ttl,
-                            &attr,
-                            generation,
-                            FileHandle(fh),
-                            FopenFlags::empty(),
-                        ),
-                    }
+            let made = self.on_inode(parent, |parent| {
+                self.overlay.create_and_open(parent, name, new)
+            });
+            let (inode, attr, opened) = match made {
+                Ok(made) => made,
+                Err(e) => return reply.error(errno(e)),
+            };
+            let (attr, generation) = (file_attr(&attr), Generation(inode.generation));
+            let fh = FileHandle(opened.fh);
+            match self.open_mode(&inode, &opened, true, |fd| reply.open_backing(fd)) {
+                OpenMode::Passthrough(id) => reply.created_passthrough(
+                    &self.ttl,
+                    &attr,
+                    generation,
+                    fh,
+                    FopenFlags::empty(),
+                    &id,
+                ),
+                OpenMode::Cached => {
+                    reply.created(&self.ttl, &attr, generation, fh, FopenFlags::empty())
                 }
-                Ok(_) => reply.error(FuseErrno::EIO),
-                Err(e) => reply.error(errno(e)),
             }
         });
     }
@@ -726,10 +649,8 @@ impl Filesystem for CowFs {
         reply: ReplyEmpty,
     ) {
         guarded("fallocate", || {
-            match self.overlay.fallocate(fh.0, mode, offset, length) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
-            }
+            let allocated = self.overlay.fallocate(fh.0, mode, offset, length);
+            reply.answer(&self.ttl, allocated);
         });
     }
 
@@ -742,9 +663,8 @@ impl Filesystem for CowFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        guarded("lseek", || match self.overlay.lseek(fh.0, offset, whence) {
-            Ok(pos) => reply.offset(pos),
-            Err(e) => reply.error(errno(e)),
+        guarded("lseek", || {
+            reply.answer(&self.ttl, self.overlay.lseek(fh.0, offset, whence));
         });
     }
 
@@ -762,13 +682,10 @@ impl Filesystem for CowFs {
         reply: ReplyWrite,
     ) {
         guarded("copy_file_range", || {
-            match self
+            let copied = self
                 .overlay
-                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-            {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(e)),
-            }
+                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+            reply.answer(&self.ttl, copied);
         });
     }
 }

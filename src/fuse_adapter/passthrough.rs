@@ -16,10 +16,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use fuser::BackingId;
 
-use crate::layer::LayerId;
-
-/// A real object: layer and real inode number.
-type RealKey = (LayerId, u64);
+use crate::layer::RealKey;
 
 /// The I/O mode an inode is in while it has open files.
 enum InodeMode {
