@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
@@ -26,7 +27,9 @@ pub struct RealKey {
 pub struct Layer {
     pub id: LayerId,
     pub path: PathBuf,
-    root: OwnedFd,
+    /// Shared with the lookups that start from it, for as long as the stack
+    /// lives (not in the evictable fd cache).
+    root: Arc<OwnedFd>,
     pub dev: u64,
     /// Which filesystem among the layers' distinct ones (0 = the first seen).
     fsid: u64,
@@ -39,6 +42,11 @@ pub struct Layer {
 impl Layer {
     pub fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
+    }
+
+    /// The root fd, to hold beside fds of objects below it.
+    pub fn shared_root(&self) -> Arc<OwnedFd> {
+        self.root.clone()
     }
 
     /// The fd file handles on this layer's filesystem are opened through.
@@ -89,7 +97,7 @@ impl LayerStack {
             Ok(Layer {
                 id,
                 path: path.to_path_buf(),
-                root,
+                root: Arc::new(root),
                 dev: st.st_dev,
                 fsid,
                 uuid,

@@ -262,20 +262,7 @@ impl Overlay {
     }
 
     fn layer_root_fd(&self, layer: LayerId) -> OpResult<Arc<OwnedFd>> {
-        // Roots are few and always open; hand out a cached duplicate.
-        let real_ino = u64::MAX - u64::from(layer);
-        if let Some(fd) = self.fds.get(layer, real_ino) {
-            return Ok(fd);
-        }
-        let dup = self
-            .layers
-            .get(layer)
-            .root()
-            .try_clone_to_owned()
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-        let fd = Arc::new(dup);
-        self.fds.insert(layer, real_ino, fd.clone());
-        Ok(fd)
+        Ok(self.layers.get(layer).shared_root())
     }
 
     pub fn stat_ref(&self, r: &RealRef) -> OpResult<Stat> {
