@@ -23,13 +23,6 @@ pub struct Resolved {
     pub layers: Layers,
 }
 
-/// What one layer holds under a name.
-enum Presence {
-    Absent,
-    WhitedOut,
-    Object(Stat),
-}
-
 impl Overlay {
     /// Looks up `name` in `parent` and takes a kernel reference on the result.
     pub fn lookup(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<(Arc<Inode>, Attr)> {
@@ -81,6 +74,9 @@ impl Overlay {
     }
 
     /// `resolve`, skipping the lower dirs a listing saw without the name.
+    /// Top down: the upper layer, then the lower layers as far as the upper
+    /// object lets the merge go, then the index (another name of a lower
+    /// file may have been copied up already).
     pub fn resolve_hinted(
         &self,
         parent: &Arc<Inode>,
@@ -95,128 +91,151 @@ impl Overlay {
         }
         let dir = parent.layers();
         let name: Arc<OsStr> = Arc::from(name);
-        let make_ref = |layer: LayerId, st: &Stat, name: &Arc<OsStr>| RealRef {
-            layer,
-            real_ino: st.st_ino,
-            loc: Location::Child {
-                parent: parent.clone(),
-                name: name.clone(),
-            },
+        let mut walk = Walk {
+            parent,
+            lower_name: name.clone(),
+            layers: Layers::default(),
+            top: None,
+            below: Below::Merge,
+            origin_ino: None,
+            absent_in: Vec::new(),
         };
-        // The name the lower layers know the object by (a renamed dir's
-        // relative redirect changes it).
-        let mut lower_name = name.clone();
+        if let Some(upper_dir) = &dir.upper
+            && !self.walk_upper(&mut walk, upper_dir, &name)?
+        {
+            return Ok(None);
+        }
+        if walk.below != Below::Nothing {
+            // The hint is about `name`; a redirect sends the lowers elsewhere.
+            let no_hint = LowerHint::default();
+            let hint = if walk.lower_name == name {
+                hint
+            } else {
+                &no_hint
+            };
+            self.walk_lowers(&mut walk, &dir, hint)?;
+        }
+        self.resolved(walk)
+    }
 
-        let mut layers = Layers::default();
-        let mut top: Option<Stat> = None;
-        let mut search_lowers = true;
-        // Only for finding the inode number of a copied-up non-dir.
-        let mut upper_origin_only = false;
-        let mut origin_ino = None;
-
-        // Dirs that lack the name since the last layer that had it: an OCI
-        // `.wh.NAME` in one of them hides what lies below. Looked for only
-        // once something below is found, so a miss costs one stat a layer.
-        // Each with its lower index (None: the upper dir).
-        let mut absent_in: Vec<(Option<usize>, &RealRef)> = Vec::new();
-        if let Some(upper_dir) = &dir.upper {
-            match self.quick_presence(upper_dir, &name)? {
-                Presence::WhitedOut => return Ok(None),
-                Presence::Absent => absent_in.push((None, upper_dir)),
-                Presence::Object(st) => {
-                    let upper = make_ref(UPPER, &st, &name);
-                    if sys::file_type(&st) == FileType::Directory {
-                        search_lowers = !self.is_opaque(&upper)?;
-                        if search_lowers {
-                            match self.redirect_of(&upper)? {
-                                Some(Redirect::Absolute(path)) => {
-                                    layers.lowers = self.lowers_at_path(&path)?;
-                                    search_lowers = false;
-                                }
-                                Some(Redirect::Relative(renamed)) => {
-                                    lower_name = Arc::from(renamed.as_os_str())
-                                }
-                                None => {}
-                            }
-                        }
-                    } else {
-                        let fd = self.real_fd(&upper)?;
-                        match self.origin_info(fd.as_fd())? {
-                            OriginInfo::Ino { ino, lower_nlink } => {
-                                origin_ino = Some(ino);
-                                layers.origin_nlink = lower_nlink;
-                            }
-                            // Fall back to the lower object of the same name.
-                            OriginInfo::Unknown => upper_origin_only = true,
-                            OriginInfo::None => {}
-                        }
-                        if sys::file_type(&st) == FileType::RegularFile
-                            && self.is_metacopy_file(fd.as_fd())?
-                        {
-                            // Its data is the lower file of the same name.
-                            layers.metacopy = true;
-                            upper_origin_only = true;
-                        }
-                        search_lowers = upper_origin_only;
+    /// The upper layer's part of a lookup; `false` if it whites the name out.
+    fn walk_upper(
+        &self,
+        walk: &mut Walk<'_>,
+        upper_dir: &RealRef,
+        name: &Arc<OsStr>,
+    ) -> OpResult<bool> {
+        let st = match self.quick_presence(upper_dir, name)? {
+            Presence::Whiteout | Presence::OciWhiteout => return Ok(false),
+            Presence::Absent => {
+                walk.absent_in.push(None);
+                return Ok(true);
+            }
+            Presence::Object(st) => st,
+        };
+        let upper = walk.child(UPPER, &st, name);
+        if sys::file_type(&st) == FileType::Directory {
+            if self.is_opaque(&upper)? {
+                walk.below = Below::Nothing;
+            } else {
+                match self.redirect_of(&upper)? {
+                    Some(Redirect::Absolute(path)) => {
+                        walk.layers.lowers = self.lowers_at_path(&path)?;
+                        walk.below = Below::Nothing;
                     }
-                    layers.upper = Some(upper);
-                    top = Some(st);
+                    Some(Redirect::Relative(renamed)) => {
+                        walk.lower_name = Arc::from(renamed.as_os_str());
+                    }
+                    None => {}
                 }
             }
+        } else {
+            // A copied-up non-dir: the lower object matters only for its
+            // inode number (when the origin does not give it) or its data
+            // (metacopy).
+            walk.below = Below::Nothing;
+            let fd = self.real_fd(&upper)?;
+            match self.origin_info(fd.as_fd())? {
+                OriginInfo::Ino { ino, lower_nlink } => {
+                    walk.origin_ino = Some(ino);
+                    walk.layers.origin_nlink = lower_nlink;
+                }
+                // Fall back to the lower object of the same name.
+                OriginInfo::Unknown => walk.below = Below::OriginOnly,
+                OriginInfo::None => {}
+            }
+            if sys::file_type(&st) == FileType::RegularFile && self.is_metacopy_file(fd.as_fd())? {
+                // Its data is the lower file of the same name.
+                walk.layers.metacopy = true;
+                walk.below = Below::OriginOnly;
+            }
         }
+        walk.layers.upper = Some(upper);
+        walk.top = Some(st);
+        Ok(true)
+    }
 
-        // The hint is about `name`; a redirect sends the lowers elsewhere.
-        let no_hint = LowerHint::default();
-        let hint = if lower_name == name { hint } else { &no_hint };
+    /// The lower layers' part of a lookup, top down, until a whiteout, a
+    /// non-dir, an opaque dir or the bottom.
+    fn walk_lowers(&self, walk: &mut Walk<'_>, dir: &Layers, hint: &LowerHint) -> OpResult<()> {
         let lower_dirs = dir.lowers.len();
-        if search_lowers {
-            for (i, lower_dir) in dir.lowers.iter().enumerate() {
-                let presence = if hint.may_have(i, lower_dirs) {
-                    self.quick_presence(lower_dir, &lower_name)?
-                } else {
-                    Presence::Absent
-                };
-                match presence {
-                    Presence::Absent => {
-                        absent_in.push((Some(i), lower_dir));
-                        continue;
-                    }
-                    Presence::WhitedOut => break,
-                    Presence::Object(_)
-                        if self.oci_whiteout_in(&absent_in, &lower_name, hint, lower_dirs)? =>
-                    {
-                        break;
-                    }
-                    Presence::Object(st) => {
-                        absent_in.clear();
-                        let is_dir = sys::file_type(&st) == FileType::Directory;
-                        let lower = make_ref(lower_dir.layer, &st, &lower_name);
-                        if upper_origin_only {
-                            if top.is_some_and(|t| sys::file_type(&t) == sys::file_type(&st)) {
-                                layers.lowers.push(lower);
-                            }
-                            break;
-                        }
-                        match top {
-                            None => top = Some(st),
-                            Some(t) if sys::file_type(&t) == FileType::Directory && is_dir => {}
-                            // A non-dir below a dir ends the merge.
-                            Some(_) => break,
-                        }
-                        // Opacity only matters if a dir below may have the name.
-                        let opaque = is_dir
-                            && i + 1 < lower_dirs
-                            && hint.may_have_below(i, lower_dirs)
-                            && self.is_opaque(&lower)?;
-                        layers.lowers.push(lower);
-                        if !is_dir || opaque {
-                            break;
-                        }
-                    }
+        for (i, lower_dir) in dir.lowers.iter().enumerate() {
+            let presence = if hint.may_have(i, lower_dirs) {
+                self.quick_presence(lower_dir, &walk.lower_name)?
+            } else {
+                Presence::Absent
+            };
+            let st = match presence {
+                Presence::Absent => {
+                    walk.absent_in.push(Some(i));
+                    continue;
                 }
+                Presence::Whiteout | Presence::OciWhiteout => break,
+                Presence::Object(st) => st,
+            };
+            if self.oci_whiteout_in(walk, dir, hint)? {
+                break;
+            }
+            walk.absent_in.clear();
+            let is_dir = sys::file_type(&st) == FileType::Directory;
+            let lower = walk.child(lower_dir.layer, &st, &walk.lower_name.clone());
+            if walk.below == Below::OriginOnly {
+                if walk
+                    .top
+                    .is_some_and(|t| sys::file_type(&t) == sys::file_type(&st))
+                {
+                    walk.layers.lowers.push(lower);
+                }
+                break;
+            }
+            match walk.top {
+                None => walk.top = Some(st),
+                Some(t) if sys::file_type(&t) == FileType::Directory && is_dir => {}
+                // A non-dir below a dir ends the merge.
+                Some(_) => break,
+            }
+            // Opacity only matters if a dir below may have the name.
+            let opaque = is_dir
+                && i + 1 < lower_dirs
+                && hint.may_have_below(i, lower_dirs)
+                && self.is_opaque(&lower)?;
+            walk.layers.lowers.push(lower);
+            if !is_dir || opaque {
+                break;
             }
         }
+        Ok(())
+    }
 
+    /// What a finished walk found, with the copy another name of a lower
+    /// file may have in the index.
+    fn resolved(&self, walk: Walk<'_>) -> OpResult<Option<Resolved>> {
+        let Walk {
+            mut layers,
+            top,
+            origin_ino,
+            ..
+        } = walk;
         let Some(mut stat) = top else {
             return Ok(None);
         };
@@ -249,54 +268,56 @@ impl Overlay {
         }
     }
 
-    /// What `dir` holds under `name`, not counting OCI whiteouts.
+    /// What `dir` holds under `name`, not counting OCI whiteouts (looked for
+    /// only once something below is found; see `oci_whiteout_in`).
     fn quick_presence(&self, dir: &RealRef, name: &OsStr) -> OpResult<Presence> {
         let fd = self.real_fd(dir)?;
         Ok(match sys::stat_at(fd.as_fd(), name)? {
-            Some(st) if format::is_chardev_whiteout(&st) => Presence::WhitedOut,
+            Some(st) if format::is_chardev_whiteout(&st) => Presence::Whiteout,
             Some(st) => Presence::Object(st),
             None => Presence::Absent,
         })
     }
 
-    /// Whether any of `dirs` has an OCI whiteout `.wh.NAME`.
-    fn oci_whiteout_in(
-        &self,
-        dirs: &[(Option<usize>, &RealRef)],
-        name: &OsStr,
-        hint: &LowerHint,
-        lower_dirs: usize,
-    ) -> OpResult<bool> {
-        let mut dirs = dirs
+    /// What `dir` holds under `name`, OCI whiteouts included.
+    fn presence(&self, dir: &RealRef, name: &OsStr) -> OpResult<Presence> {
+        match self.quick_presence(dir, name)? {
+            Presence::Absent => {
+                let fd = self.real_fd(dir)?;
+                let oci = format::oci_whiteout_name(name);
+                Ok(match sys::stat_at(fd.as_fd(), &oci)? {
+                    Some(_) => Presence::OciWhiteout,
+                    None => Presence::Absent,
+                })
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// Whether an OCI whiteout `.wh.NAME` in one of the dirs the walk found
+    /// without the name since the last that had it hides what lies below.
+    fn oci_whiteout_in(&self, walk: &Walk<'_>, dir: &Layers, hint: &LowerHint) -> OpResult<bool> {
+        let lower_dirs = dir.lowers.len();
+        let mut dirs = walk
+            .absent_in
             .iter()
-            .filter(|(i, _)| i.is_none_or(|i| hint.may_have_oci_whiteout(i, lower_dirs)))
+            .filter(|i| i.is_none_or(|i| hint.may_have_oci_whiteout(i, lower_dirs)))
+            .filter_map(|i| match i {
+                None => dir.upper.as_ref(),
+                Some(i) => dir.lowers.get(*i),
+            })
             .peekable();
         if dirs.peek().is_none() {
             return Ok(false);
         }
-        let oci = format::oci_whiteout_name(name);
-        for (_, dir) in dirs {
+        let oci = format::oci_whiteout_name(&walk.lower_name);
+        for dir in dirs {
             let fd = self.real_fd(dir)?;
             if sys::stat_at(fd.as_fd(), &oci)?.is_some() {
                 return Ok(true);
             }
         }
         Ok(false)
-    }
-
-    fn presence(&self, dir: &RealRef, name: &OsStr) -> OpResult<Presence> {
-        let fd = self.real_fd(dir)?;
-        match sys::stat_at(fd.as_fd(), name)? {
-            Some(st) if format::is_chardev_whiteout(&st) => Ok(Presence::WhitedOut),
-            Some(st) => Ok(Presence::Object(st)),
-            None => {
-                let oci = format::oci_whiteout_name(name);
-                match sys::stat_at(fd.as_fd(), &oci)? {
-                    Some(_) => Ok(Presence::WhitedOut),
-                    None => Ok(Presence::Absent),
-                }
-            }
-        }
     }
 
     /// Whether a dir hides the dirs of the same name below it: by the
@@ -336,7 +357,7 @@ impl Overlay {
         for lower_dir in &dir.lowers {
             match self.presence(lower_dir, name)? {
                 Presence::Absent => continue,
-                Presence::WhitedOut => return Ok(false),
+                Presence::Whiteout | Presence::OciWhiteout => return Ok(false),
                 Presence::Object(_) => return Ok(true),
             }
         }
@@ -344,29 +365,64 @@ impl Overlay {
     }
 
     /// What the upper dir of `parent` holds under `name` right now.
-    pub(crate) fn upper_entry(&self, parent: &Inode, name: &OsStr) -> OpResult<UpperEntry> {
-        let Some(dir) = parent.upper() else {
-            return Ok(UpperEntry::Absent);
-        };
-        let fd = self.real_fd(&dir)?;
-        match sys::stat_at(fd.as_fd(), name)? {
-            Some(st) if format::is_chardev_whiteout(&st) => Ok(UpperEntry::Whiteout),
-            Some(st) => Ok(UpperEntry::Object(st)),
-            None => {
-                let oci = format::oci_whiteout_name(name);
-                Ok(match sys::stat_at(fd.as_fd(), &oci)? {
-                    Some(_) => UpperEntry::OciWhiteout,
-                    None => UpperEntry::Absent,
-                })
-            }
+    pub(crate) fn upper_entry(&self, parent: &Inode, name: &OsStr) -> OpResult<Presence> {
+        match parent.upper() {
+            Some(dir) => self.presence(&dir, name),
+            None => Ok(Presence::Absent),
         }
     }
 }
 
-/// What an upper dir holds under a name.
-pub(crate) enum UpperEntry {
+/// What one layer's dir holds under a name.
+pub(crate) enum Presence {
     Absent,
+    /// A 0/0 character device.
     Whiteout,
+    /// An OCI `.wh.NAME` file beside it.
     OciWhiteout,
     Object(Stat),
+}
+
+/// How far below the upper layer a lookup looks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Below {
+    /// Every lower layer that merges: nothing found yet, or a dir.
+    Merge,
+    /// The lower object of the same name only: the inode number of a copied
+    /// up non-dir whose origin is unknown, or the data of a metacopy file.
+    OriginOnly,
+    /// Nothing: an opaque dir, a dir redirected by absolute path, a non-dir
+    /// whose origin gives its number.
+    Nothing,
+}
+
+/// What a lookup has found so far, layer by layer.
+struct Walk<'a> {
+    parent: &'a Arc<Inode>,
+    /// The name the lower layers know the object by (a renamed dir's
+    /// relative redirect changes it).
+    lower_name: Arc<OsStr>,
+    layers: Layers,
+    /// Stat of the object that answers for metadata.
+    top: Option<Stat>,
+    below: Below,
+    /// The inode number the upper object's origin gives.
+    origin_ino: Option<u64>,
+    /// The dirs without the name since the last layer that had it, by lower
+    /// index (None: the upper dir): an OCI `.wh.NAME` in one of them hides
+    /// what lies below.
+    absent_in: Vec<Option<usize>>,
+}
+
+impl Walk<'_> {
+    fn child(&self, layer: LayerId, st: &Stat, name: &Arc<OsStr>) -> RealRef {
+        RealRef {
+            layer,
+            real_ino: st.st_ino,
+            loc: Location::Child {
+                parent: self.parent.clone(),
+                name: name.clone(),
+            },
+        }
+    }
 }

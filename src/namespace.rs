@@ -14,7 +14,7 @@ use crate::error::OpResult;
 use crate::format;
 use crate::inode::{Inode, Layers, Location, NamesGuard, RealRef};
 use crate::layer::UPPER;
-use crate::lookup::{Resolved, UpperEntry};
+use crate::lookup::{Presence, Resolved};
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, OFlags, RenameFlags};
 
@@ -86,10 +86,10 @@ impl Overlay {
             return Err(Errno::EXIST);
         }
         let over = self.upper_entry(parent, name)?;
-        if let UpperEntry::Object(_) = over {
+        if let Presence::Object(_) = over {
             return Err(Errno::EXIST);
         }
-        let whited_out = !matches!(over, UpperEntry::Absent);
+        let whited_out = !matches!(over, Presence::Absent);
         // Build in the work dir when a whiteout must be swapped out
         // atomically; otherwise the new object can be made in place.
         let temp = work.temp_name();
@@ -242,11 +242,11 @@ impl Overlay {
         parent_fd: BorrowedFd<'_>,
         name: &OsStr,
         temp: &OsStr,
-        over: &UpperEntry,
+        over: &Presence,
     ) -> OpResult<()> {
         let work = self.writable()?;
         match over {
-            UpperEntry::Whiteout => {
+            Presence::Whiteout => {
                 sys::rename(work.fd(), temp, parent_fd, name, RenameFlags::EXCHANGE)?;
                 work.remove(temp);
             }
@@ -315,7 +315,7 @@ impl Overlay {
         let last_name = is_dir || victim.stat.st_nlink <= 1;
         let unlinking = last_name.then(|| victim_inode.start_unlink());
         match self.upper_entry(parent, name)? {
-            UpperEntry::Object(st) => {
+            Presence::Object(st) => {
                 if lower_below {
                     self.move_out_leaving_whiteout(parent_fd.as_fd(), name)?;
                 } else if is_dir {
@@ -336,7 +336,7 @@ impl Overlay {
                     self.fds.remove(crate::layer::UPPER, st.st_ino);
                 }
             }
-            UpperEntry::Absent if lower_below => self.make_whiteout(parent_fd.as_fd(), name)?,
+            Presence::Absent if lower_below => self.make_whiteout(parent_fd.as_fd(), name)?,
             _ => return Err(Errno::NOENT),
         }
         match unlinking {
@@ -455,7 +455,7 @@ impl Overlay {
                 self.mark_impure(pfd)?;
             }
         }
-        if let (UpperEntry::Absent, Some(shared)) =
+        if let (Presence::Absent, Some(shared)) =
             (self.upper_entry(parent, name)?, source_inode.upper())
         {
             // An indexed file reached through the index: give it this name
@@ -507,7 +507,7 @@ impl Overlay {
             self.mark_opaque(pfd, name)?;
         }
         match target_upper {
-            UpperEntry::Whiteout => {
+            Presence::Whiteout => {
                 // Swap with the whiteout: it ends up at the old name, which is
                 // where one is needed if a lower shows that name.
                 sys::rename(pfd, name, npfd, new_name, RenameFlags::EXCHANGE)?;
@@ -515,7 +515,7 @@ impl Overlay {
                     sys::unlink(pfd, name)?;
                 }
             }
-            UpperEntry::Object(st) if sys::file_type(&st) == FileType::Directory => {
+            Presence::Object(st) if sys::file_type(&st) == FileType::Directory => {
                 // The target's upper part may hold whiteouts, which rename(2)
                 // would refuse to replace: swap, then clear out the old dir.
                 sys::rename(pfd, name, npfd, new_name, RenameFlags::EXCHANGE)?;
@@ -526,8 +526,8 @@ impl Overlay {
                     self.make_whiteout(pfd, name)?;
                 }
             }
-            UpperEntry::Object(_) | UpperEntry::Absent | UpperEntry::OciWhiteout => {
-                if let UpperEntry::Object(st) = &target_upper
+            Presence::Object(_) | Presence::Absent | Presence::OciWhiteout => {
+                if let Presence::Object(st) = &target_upper
                     && st.st_nlink <= 1
                 {
                     self.fds.remove(crate::layer::UPPER, st.st_ino);
@@ -540,7 +540,7 @@ impl Overlay {
                         self.make_whiteout(pfd, name)?;
                     }
                 }
-                if matches!(target_upper, UpperEntry::OciWhiteout) {
+                if matches!(target_upper, Presence::OciWhiteout) {
                     let _ = sys::unlink(npfd, &format::oci_whiteout_name(new_name));
                 }
             }
