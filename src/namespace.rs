@@ -584,7 +584,12 @@ fn lock_two<'a>(a: &'a Arc<Inode>, b: &'a Arc<Inode>) -> (NamesGuard<'a>, Option
     if Arc::ptr_eq(a, b) {
         return (a.lock_names(), None);
     }
-    let (first, second) = if a.ino < b.ino { (a, b) } else { (b, a) };
+    // Two incarnations of one number are two dirs: the generation orders them.
+    let (first, second) = if (a.ino, a.generation) < (b.ino, b.generation) {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let first_guard = first.lock_names();
     (first_guard, Some(second.lock_names()))
 }
