@@ -362,8 +362,9 @@ impl Fixture {
         p
     }
 
-    /// Mount a small tmpfs at `rel` (created); None (test skipped) if mounting is not possible.
-    pub fn tmpfs(&self, rel: &str) -> Option<PathBuf> {
+    /// Mount a small tmpfs at `rel` (created). The tests run as root (scripts/test.sh): a tmpfs
+    /// that cannot be mounted is a failure, never a skipped test.
+    pub fn tmpfs(&self, rel: &str) -> PathBuf {
         let p = self.dir(rel);
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
@@ -371,14 +372,11 @@ impl Fixture {
             .stdin(Stdio::null())
             .status();
         match status {
-            Ok(s) if s.success() => Some(p),
-            other => {
-                eprintln!(
-                    "SKIP: cannot mount tmpfs at {} ({other:?}); needs root",
-                    p.display()
-                );
-                None
-            }
+            Ok(s) if s.success() => p,
+            other => panic!(
+                "cannot mount tmpfs at {} ({other:?}); the tests need root",
+                p.display()
+            ),
         }
     }
 
