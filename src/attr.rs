@@ -139,7 +139,7 @@ impl Overlay {
     }
 
     pub fn getxattr(&self, inode: &Inode, name: &OsStr) -> OpResult<Vec<u8>> {
-        if format::is_private_xattr(name) {
+        if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
         let top = inode.top().ok_or(Errno::STALE)?;
@@ -166,7 +166,7 @@ impl Overlay {
         flags: i32,
     ) -> OpResult<()> {
         self.writable()?;
-        if format::is_private_xattr(name) {
+        if format::is_protected_xattr(name) {
             return Err(Errno::PERM);
         }
         let upper = self.copy_up_with(inode, CopyUp::MetaOnly)?;
@@ -176,7 +176,7 @@ impl Overlay {
 
     pub fn removexattr(&self, inode: &Arc<Inode>, name: &OsStr) -> OpResult<()> {
         self.writable()?;
-        if format::is_private_xattr(name) {
+        if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
         // Nothing to copy up for an xattr the object does not have.

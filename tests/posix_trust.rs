@@ -1,0 +1,232 @@
+//! POSIX and drop-in details from issue 11 ("Trust"): ENAMETOOLONG for names over 255 bytes,
+//! fuse-overlayfs's `static_nlink` and its hidden xattr namespace, set-group-id clearing by ACL
+//! changes, chmod and chown, access times by the mount's atime mode, and mtime/ctime after
+//! writes through a shared mapping. Each compares with kernel overlayfs (or, for the drop-in
+//! details, fuse-overlayfs) on the same layers.
+
+mod common;
+#[path = "common/posix_support.rs"]
+mod posix_support;
+
+use common::*;
+use posix_support::*;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn errno_of_ret(ret: libc::c_int) -> i32 {
+    if ret < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    } else {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ENAMETOOLONG
+// ---------------------------------------------------------------------------
+
+/// Every call given a 256-byte name, as "call = errno".
+fn long_name_calls(mnt: &Path) -> Vec<String> {
+    let long = "n".repeat(256);
+    let p = |rel: &str| cstr(mnt.join(rel));
+    let lp = p(&long);
+    let in_dir = p(&format!("d/{long}"));
+    let (f, d) = (p("f"), p("d"));
+    let attr = CString::new("user.x").unwrap();
+    let mut out = Vec::new();
+    let mut log =
+        |what: &str, ret: libc::c_int| out.push(format!("{what} = {}", errno_of_ret(ret)));
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        log("lstat", libc::lstat(lp.as_ptr(), &mut st));
+        log("stat in subdir", libc::stat(in_dir.as_ptr(), &mut st));
+        log("chmod", libc::chmod(lp.as_ptr(), 0o644));
+        log("chown", libc::chown(lp.as_ptr(), 0, 0));
+        log("lchown", libc::lchown(lp.as_ptr(), 0, 0));
+        log("truncate", libc::truncate(lp.as_ptr(), 0));
+        log("open", libc::open(lp.as_ptr(), libc::O_RDONLY));
+        log(
+            "open O_CREAT",
+            libc::open(lp.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644),
+        );
+        log("mkdir", libc::mkdir(lp.as_ptr(), 0o755));
+        log(
+            "mknod fifo",
+            libc::mknod(lp.as_ptr(), libc::S_IFIFO | 0o644, 0),
+        );
+        log("symlink", libc::symlink(f.as_ptr(), lp.as_ptr()));
+        log("link to", libc::link(f.as_ptr(), lp.as_ptr()));
+        log("link from", libc::link(lp.as_ptr(), p("g").as_ptr()));
+        log("rename from", libc::rename(lp.as_ptr(), p("g").as_ptr()));
+        log("rename to", libc::rename(f.as_ptr(), lp.as_ptr()));
+        log("rename dir to", libc::rename(d.as_ptr(), in_dir.as_ptr()));
+        log("unlink", libc::unlink(lp.as_ptr()));
+        log("rmdir", libc::rmdir(lp.as_ptr()));
+        log(
+            "setxattr",
+            libc::setxattr(lp.as_ptr(), attr.as_ptr(), b"1".as_ptr().cast(), 1, 0),
+        );
+        log(
+            "getxattr",
+            libc::getxattr(lp.as_ptr(), attr.as_ptr(), std::ptr::null_mut(), 0) as libc::c_int,
+        );
+    }
+    out
+}
+
+#[test]
+fn names_over_255_bytes_give_enametoolong_in_every_call() {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("f"), "f");
+    mkdir(&l.lower(0).join("d"));
+    let k = kernel_twin(&l, "k");
+    let want = long_name_calls(&k.mnt);
+    k.unmount();
+    let m = l.mount();
+    let got = long_name_calls(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    let too_long = format!("= {}", libc::ENAMETOOLONG);
+    for line in &got {
+        assert!(line.ends_with(&too_long), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// fuse-overlayfs drop-in details
+// ---------------------------------------------------------------------------
+
+/// Guard for a fuse-overlayfs mount (the drop-in reference); unmounted on drop.
+struct FuseOverlayfs {
+    mnt: PathBuf,
+}
+
+impl FuseOverlayfs {
+    fn mount(l: &Layers, tag: &str, extra: &str) -> FuseOverlayfs {
+        let upper = l.fresh_dir(&format!("{tag}-upper"));
+        let work = l.fresh_dir(&format!("{tag}-work"));
+        let mnt = l.fresh_dir(&format!("{tag}-mnt"));
+        let mut opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            l.lowerdir_arg(),
+            upper.display(),
+            work.display()
+        );
+        if !extra.is_empty() {
+            opts = format!("{opts},{extra}");
+        }
+        let out = Command::new("fuse-overlayfs")
+            .args(["-o", &opts])
+            .arg(&mnt)
+            .output()
+            .expect("run fuse-overlayfs (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "fuse-overlayfs -o {opts}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        FuseOverlayfs { mnt }
+    }
+}
+
+impl Drop for FuseOverlayfs {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .output();
+        if is_mounted(&self.mnt) {
+            unsafe { libc::umount2(cstr(&self.mnt).as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// Link counts of the root, a merged dir with three subdirs, a lower-only dir and a new dir.
+fn dir_nlinks(mnt: &Path) -> Vec<(String, u64)> {
+    fs::create_dir(mnt.join("new")).unwrap();
+    fs::create_dir(mnt.join("new/sub")).unwrap();
+    ["", "merged", "merged/a", "loweronly", "new"]
+        .iter()
+        .map(|d| (d.to_string(), fs::metadata(mnt.join(d)).unwrap().nlink()))
+        .collect()
+}
+
+#[test]
+fn static_nlink_reports_one_for_every_dir_as_fuse_overlayfs() {
+    let l = Layers::new(2);
+    for sub in ["a", "b", "c"] {
+        mkdir(&l.lower(0).join("merged").join(sub));
+    }
+    mkdir(&l.lower(1).join("merged/d"));
+    mkdir(&l.lower(1).join("loweronly/x"));
+    let f = FuseOverlayfs::mount(&l, "fo", "static_nlink");
+    let want = dir_nlinks(&f.mnt);
+    drop(f);
+    let m = l.mount_with(&["-o", "static_nlink"]);
+    let got = dir_nlinks(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs fuse-overlayfs (right)");
+    assert!(got.iter().all(|(_, n)| *n == 1), "{got:?}");
+}
+
+/// What the merged view shows of a lower file's xattrs, and which changes it allows.
+fn xattr_view(mnt: &Path) -> Vec<String> {
+    let f = mnt.join("f");
+    let mut out = vec![format!("list {:?}", llistxattr(&f).unwrap())];
+    for name in [
+        "user.fuseoverlayfs.override_stat",
+        "user.fuseoverlayfs.origin",
+        "user.containers.override_stat",
+        "user.plain",
+    ] {
+        out.push(format!(
+            "get {name} = {:?}",
+            lgetxattr(&f, name).map_err(|e| e.raw_os_error())
+        ));
+    }
+    for name in [
+        "user.fuseoverlayfs.new",
+        "user.containers.new",
+        "user.plain2",
+    ] {
+        let e = errno_of_result(lsetxattr(&f, name, b"1", 0));
+        out.push(format!("set {name} = {e}"));
+    }
+    for name in ["user.fuseoverlayfs.override_stat", "user.plain"] {
+        out.push(format!(
+            "remove {name} = {}",
+            errno_of_result(lremovexattr(&f, name))
+        ));
+    }
+    out.push(format!("list after {:?}", llistxattr(&f).unwrap()));
+    out
+}
+
+fn errno_of_result<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+#[test]
+fn fuse_overlayfs_xattr_namespace_hidden_as_fuse_overlayfs_does() {
+    let l = Layers::new(1);
+    let f = l.lower(0).join("f");
+    write_file(&f, "data");
+    set_xattr(&f, "user.fuseoverlayfs.override_stat", b"0:0:0644");
+    set_xattr(&f, "user.fuseoverlayfs.origin", b"x");
+    set_xattr(&f, "user.containers.override_stat", b"0:0:0644");
+    set_xattr(&f, "user.plain", b"p");
+    let fo = FuseOverlayfs::mount(&l, "fo", "");
+    let want = xattr_view(&fo.mnt);
+    drop(fo);
+    let m = l.mount();
+    let got = xattr_view(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs fuse-overlayfs (right)");
+    assert!(!got[0].contains("fuseoverlayfs"), "{}", got[0]);
+}
