@@ -230,3 +230,82 @@ fn fuse_overlayfs_xattr_namespace_hidden_as_fuse_overlayfs_does() {
     assert_eq!(got, want, "cowfs (left) vs fuse-overlayfs (right)");
     assert!(!got[0].contains("fuseoverlayfs"), "{}", got[0]);
 }
+
+// ---------------------------------------------------------------------------
+// set-group-id clearing
+// ---------------------------------------------------------------------------
+
+/// Runs `script` in `cwd` as uid/gid 1000 with no supplementary groups.
+fn as_user(cwd: &Path, script: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(cwd)
+        .uid(1000)
+        .gid(1000)
+        .output()
+        .unwrap();
+    format!(
+        "[{script}] -> {} {}",
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn modes(mnt: &Path, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| {
+            let m = fs::symlink_metadata(mnt.join(n)).unwrap();
+            format!("{n} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
+        })
+        .collect()
+}
+
+#[test]
+fn setgid_cleared_by_acl_chmod_and_chown_as_the_kernel_does() {
+    let l = Layers::new(1);
+    chmod(&l.root, 0o755); // uid 1000 must reach the mountpoints
+    let lo = l.lower(0);
+    chmod(lo, 0o777);
+    // Owned by uid 1000, group 2000, which uid 1000 is not in.
+    for (name, mode) in [
+        ("acl", 0o2775),
+        ("acl_nogx", 0o2765),
+        ("chmod", 0o2775),
+        ("chown", 0o6775),
+        ("chown_nogx", 0o6765),
+        ("dir", 0o2775),
+    ] {
+        let p = lo.join(name);
+        if name == "dir" {
+            mkdir(&p);
+        } else {
+            write_file(&p, "x");
+        }
+        lchown(&p, 1000, 2000);
+        chmod(&p, mode);
+    }
+    let steps = [
+        "setfacl -m u:1234:r acl",
+        "setfacl -m u:1234:r acl_nogx",
+        "setfacl -m u:1234:rx dir",
+        "chmod 2770 chmod",
+        "chgrp 1000 chown",
+        "chgrp 1000 chown_nogx",
+    ];
+    let names = ["acl", "acl_nogx", "chmod", "chown", "chown_nogx", "dir"];
+    let run = |mnt: &Path| {
+        let mut out: Vec<String> = steps.iter().map(|s| as_user(mnt, s)).collect();
+        out.extend(modes(mnt, &names));
+        out
+    };
+    let k = kernel_twin(&l, "k");
+    let want = run(&k.mnt);
+    k.unmount();
+    let m = l.mount();
+    let got = run(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    assert!(got.contains(&"acl 775 1000:2000".to_string()), "{got:?}");
+}

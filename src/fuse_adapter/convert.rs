@@ -106,3 +106,12 @@ pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, E
         Err(e) => reply.error(errno(e)),
     }
 }
+
+/// Who sent a request, for the checks the kernel leaves to the server.
+pub(super) fn caller_of(req: &fuser::Request) -> crate::attr::Caller {
+    crate::attr::Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}

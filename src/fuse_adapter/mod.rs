@@ -27,7 +27,7 @@ mod convert;
 mod passthrough;
 mod session;
 
-use convert::{absent_entry_attr, file_attr, kind_of, reply_xattr, set_time};
+use convert::{absent_entry_attr, caller_of, file_attr, kind_of, reply_xattr, set_time};
 use passthrough::{Backings, OpenMode};
 pub use session::{serve, serve_through_fusermount};
 
@@ -202,7 +202,7 @@ impl Filesystem for CowFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -235,7 +235,11 @@ impl Filesystem for CowFs {
                 .and_then(|fh| self.overlay.handles.file(fh.0))
                 .filter(|h| h.writable);
             let open_fd = open.as_ref().map(|h| h.fd());
-            match self.overlay.setattr(&inode, &change, open_fd.as_deref()) {
+            let caller = Some(caller_of(req));
+            match self
+                .overlay
+                .setattr_by(&inode, &change, open_fd.as_deref(), caller)
+            {
                 Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(e)),
             }
@@ -598,7 +602,7 @@ impl Filesystem for CowFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -610,7 +614,8 @@ impl Filesystem for CowFs {
             reply_unit(
                 reply,
                 self.on_inode(ino, |inode| {
-                    self.overlay.setxattr(inode, name, value, flags)
+                    let caller = Some(caller_of(req));
+                    self.overlay.setxattr_by(inode, name, value, flags, caller)
                 }),
             )
         });
