@@ -61,7 +61,13 @@ impl Overlay {
         }
         let fd = sys::reopen(path_fd.as_fd(), real_flags)?;
         let id = (source.layer, source.real_ino);
-        Ok(self.register_file(inode.clone(), fd, id, writable))
+        let fh = self.register_file(inode.clone(), fd, id, writable);
+        if writable {
+            // Attributes the kernel cached before this open must not
+            // outlive writes through a mapping (see `attr_parts`).
+            self.attrs_changed(inode.ino);
+        }
+        Ok(fh)
     }
 
     /// Keeps an open real file under a new handle number.

@@ -32,6 +32,10 @@ impl FileHandle {
 pub struct Handles {
     next: AtomicU64,
     files: DashMap<u64, Arc<FileHandle>>,
+    /// Open writable handles per inode number; the count of all of them
+    /// lets the common case (no writer at all) skip the map.
+    writers: DashMap<u64, u32>,
+    writer_count: AtomicU64,
 }
 
 impl Handles {
@@ -41,8 +45,17 @@ impl Handles {
 
     pub fn add_file(&self, handle: FileHandle) -> u64 {
         let id = self.next_id();
+        if handle.writable {
+            *self.writers.entry(handle.inode.ino).or_insert(0) += 1;
+            self.writer_count.fetch_add(1, Ordering::Relaxed);
+        }
         self.files.insert(id, Arc::new(handle));
         id
+    }
+
+    /// Whether inode `ino` has a handle open for writing.
+    pub fn has_writers(&self, ino: u64) -> bool {
+        self.writer_count.load(Ordering::Relaxed) != 0 && self.writers.contains_key(&ino)
     }
 
     pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {
@@ -50,6 +63,14 @@ impl Handles {
     }
 
     pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
-        self.files.remove(&id).map(|(_, h)| h)
+        let (_, handle) = self.files.remove(&id)?;
+        if handle.writable {
+            self.writers.remove_if_mut(&handle.inode.ino, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+            self.writer_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(handle)
     }
 }

@@ -334,6 +334,14 @@ impl Overlay {
         if !self.options.ownership.is_plain() {
             self.present_owner(&mut stat, layers);
         }
+        if sys::file_type(&stat) == sys::FileType::RegularFile && self.handles.has_writers(ino) {
+            // A file open for writing may be written through a shared
+            // mapping of its real file (passthrough), which the kernel does
+            // not count as a change of this inode: have it not cache these
+            // attributes. The invalidation reaches it before this reply,
+            // whose attributes it then passes on but does not keep.
+            self.attrs_changed(ino);
+        }
         Attr { ino, stat }
     }
 

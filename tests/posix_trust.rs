@@ -15,6 +15,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 fn errno_of_ret(ret: libc::c_int) -> i32 {
     if ret < 0 {
@@ -308,4 +309,108 @@ fn setgid_cleared_by_acl_chmod_and_chown_as_the_kernel_does() {
     m.unmount();
     assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
     assert!(got.contains(&"acl 775 1000:2000".to_string()), "{got:?}");
+}
+
+// ---------------------------------------------------------------------------
+// mtime / ctime after writes through a shared mapping (xfstests generic/080)
+// ---------------------------------------------------------------------------
+
+/// (mtime, ctime) as `stat -c %Y` asks for them: statx for those two fields only, so cached
+/// attributes answer unless the kernel knows they are stale.
+fn cm_times(p: &Path) -> (i64, i64) {
+    let c = cstr(p);
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let ret = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0,
+            libc::STATX_MTIME | libc::STATX_CTIME,
+            &mut stx,
+        )
+    };
+    assert_eq!(ret, 0, "statx {}", p.display());
+    (stx.stx_mtime.tv_sec, stx.stx_ctime.tv_sec)
+}
+
+/// Writes one byte at 0 through a shared mapping of `p`; `msync` before the checks if asked.
+/// Returns (mtime, ctime) while still mapped (after msync) and after munmap and close.
+fn mmap_write(p: &Path, msync: bool) -> ((i64, i64), (i64, i64)) {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let bytes = map.cast::<u8>();
+    unsafe {
+        // A read fault first, then the write fault (as generic/080's mread + mwrite).
+        let first = std::ptr::read_volatile(bytes);
+        std::ptr::write_volatile(bytes, first.wrapping_add(1));
+        if msync {
+            assert_eq!(libc::msync(map, 4096, libc::MS_SYNC), 0);
+        }
+    }
+    let mapped = cm_times(p);
+    unsafe { libc::munmap(map, 4096) };
+    drop(f);
+    (mapped, cm_times(p))
+}
+
+fn mmap_steps(mnt: &Path) -> Vec<String> {
+    let p = mnt.join("mapped");
+    fs::write(&p, vec![b'a'; 4096]).unwrap();
+    fs::File::open(&p).unwrap().sync_all().unwrap();
+    let t0 = cm_times(&p);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, closed) = mmap_write(&p, false);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (synced, closed2) = mmap_write(&p, true);
+    vec![
+        format!(
+            "no msync, after close: {}",
+            closed.0 > t0.0 && closed.1 > t0.1
+        ),
+        format!(
+            "after msync: {}",
+            synced.0 > closed.0 && synced.1 > closed.1
+        ),
+        format!(
+            "after msync and close: {}",
+            closed2.0 > closed.0 && closed2.1 > closed.1
+        ),
+    ]
+}
+
+#[test]
+fn shared_mmap_writes_update_mtime_and_ctime() {
+    let l = Layers::new(1);
+    let k = kernel_twin(&l, "k");
+    let want = mmap_steps(&k.mnt);
+    k.unmount();
+    let m = l.mount();
+    let got = mmap_steps(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    assert!(got.iter().all(|s| s.ends_with("true")), "{got:?}");
+}
+
+#[test]
+fn shared_mmap_writes_update_mtime_without_passthrough() {
+    let l = Layers::new(1);
+    let m = l.mount_with(&["-o", "passthrough=off"]);
+    let got = mmap_steps(&l.mnt);
+    m.unmount();
+    assert!(got.iter().all(|s| s.ends_with("true")), "{got:?}");
 }
