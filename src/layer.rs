@@ -47,9 +47,18 @@ pub struct LayerStack {
 impl LayerStack {
     /// Opens the layer roots. `lowers` are given top first.
     pub fn open(upper: Option<&Path>, lowers: &[PathBuf]) -> SysResult<LayerStack> {
+        Self::open_with(upper, lowers, |_, path| sys::open_root(path))
+    }
+
+    /// As `open`, with the root of each layer opened by `root_of`.
+    pub fn open_with(
+        upper: Option<&Path>,
+        lowers: &[PathBuf],
+        mut root_of: impl FnMut(LayerId, &Path) -> SysResult<OwnedFd>,
+    ) -> SysResult<LayerStack> {
         let mut devs: Vec<u64> = Vec::new();
         let mut open_layer = |id: LayerId, path: &Path| -> SysResult<Layer> {
-            let root = sys::open_root(path)?;
+            let root = root_of(id, path)?;
             let st = sys::fstat(root.as_fd())?;
             if sys::file_type(&st) != sys::FileType::Directory {
                 return Err(Errno::NOTDIR);

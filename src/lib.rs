@@ -29,6 +29,7 @@ pub mod namespace;
 pub mod options;
 pub mod origin;
 pub mod overlay;
+pub mod privmount;
 pub mod redirect;
 pub mod sys;
 pub mod workdir;

@@ -39,6 +39,8 @@ pub struct OverlayOptions {
     pub passthrough: bool,
     /// Report 1 as the link count of every dir instead of counting.
     pub static_nlink: bool,
+    /// The `noatime` mount option: reads never change access times.
+    pub noatime: bool,
 }
 
 impl Default for OverlayOptions {
@@ -51,6 +53,7 @@ impl Default for OverlayOptions {
             metacopy: false,
             passthrough: true,
             static_nlink: false,
+            noatime: false,
         }
     }
 }

@@ -312,6 +312,146 @@ fn setgid_cleared_by_acl_chmod_and_chown_as_the_kernel_does() {
 }
 
 // ---------------------------------------------------------------------------
+// access times
+// ---------------------------------------------------------------------------
+
+const DAY: i64 = 24 * 3600;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Prepares, through the mount, an upper file and an upper executable whose atimes are two days
+/// old, reads and execs each (the upper file twice) (and a lower file and lower executable), and reports for each
+/// whether its atime changed, and whether the lower file was copied up.
+fn atime_steps(mnt: &Path, upper: &Path) -> Vec<String> {
+    let old = now() - 2 * DAY;
+    fs::write(mnt.join("up"), "upper data").unwrap();
+    fs::copy("/usr/bin/true", mnt.join("up_exe")).unwrap();
+    for name in ["up", "up_exe"] {
+        set_times(&mnt.join(name), (old, 0), (old - DAY, 0)).unwrap();
+    }
+    // A new stat after each step: nothing cached may hide a change.
+    let atime = |name: &str| fs::metadata(mnt.join(name)).unwrap().atime();
+    let before: Vec<i64> = ["up", "up_exe", "low", "low_exe"]
+        .iter()
+        .map(|n| atime(n))
+        .collect();
+    for name in ["up", "low"] {
+        let _ = fs::read(mnt.join(name)).unwrap();
+    }
+    for exe in ["up_exe", "low_exe"] {
+        assert!(exec_when_closed(&mnt.join(exe)), "exec {exe}");
+    }
+    let mut out: Vec<String> = ["up", "up_exe", "low", "low_exe"]
+        .iter()
+        .zip(before)
+        .map(|(n, b)| format!("{n} atime changed: {}", atime(n) != b))
+        .collect();
+    // Read again once its access time is after its change: relatime leaves it now.
+    let read_once = atime("up");
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = fs::read(mnt.join("up")).unwrap();
+    out.push(format!(
+        "up reread atime changed: {}",
+        atime("up") != read_once
+    ));
+    for n in ["low", "low_exe"] {
+        out.push(format!("{n} copied up: {}", upper.join(n).exists()));
+    }
+    out
+}
+
+/// Runs `exe`. A FUSE release is asynchronous: just after the copy that made it, the daemon
+/// may still hold the file open for writing, so ETXTBSY is retried for a second.
+fn exec_when_closed(exe: &Path) -> bool {
+    for _ in 0..20 {
+        match Command::new(exe).status() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            done => return done.unwrap().success(),
+        }
+    }
+    false
+}
+
+fn atime_fixture() -> Layers {
+    let l = Layers::new(1);
+    let lo = l.lower(0);
+    write_file(&lo.join("low"), "lower data");
+    fs::copy("/usr/bin/true", lo.join("low_exe")).unwrap();
+    let old = now() - 2 * DAY;
+    for name in ["low", "low_exe"] {
+        set_times(&lo.join(name), (old, 0), (old - DAY, 0)).unwrap();
+    }
+    l
+}
+
+/// The atime steps on kernel overlayfs with `opt` and on cowfs with `-o opt`.
+fn atime_both(opt: &str) -> Vec<String> {
+    let l = atime_fixture();
+    let upper = l.fresh_dir("k-upper");
+    let work = l.fresh_dir("k-work");
+    let kmnt = l.fresh_dir("k-mnt");
+    let k = KOverlay::try_mount(&l.lowers, &upper, &work, &kmnt, opt).unwrap();
+    let want = atime_steps(&k.mnt, &k.upper);
+    k.unmount();
+    let l = atime_fixture();
+    let m = if opt.is_empty() {
+        l.mount()
+    } else {
+        l.mount_with(&["-o", opt])
+    };
+    let got = atime_steps(&l.mnt, &l.upper);
+    m.unmount();
+    assert_eq!(
+        got, want,
+        "-o {opt:?}: cowfs (left) vs kernel overlayfs (right)"
+    );
+    got
+}
+
+#[test]
+fn atime_relatime_default_updates_upper_files_only() {
+    let got = atime_both("");
+    assert!(
+        got.contains(&"up reread atime changed: false".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"up atime changed: true".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"low atime changed: false".to_string()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn atime_strictatime_updates_upper_files_on_every_read() {
+    let got = atime_both("strictatime");
+    assert!(
+        got.contains(&"up reread atime changed: true".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"low atime changed: false".to_string()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn atime_noatime_read_and_exec_change_nothing() {
+    let got = atime_both("noatime");
+    assert!(got.iter().all(|s| s.ends_with("false")), "{got:?}");
+}
+
+// ---------------------------------------------------------------------------
 // mtime / ctime after writes through a shared mapping (xfstests generic/080)
 // ---------------------------------------------------------------------------
 
