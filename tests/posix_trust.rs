@@ -365,8 +365,9 @@ fn atime_steps(mnt: &Path, upper: &Path) -> Vec<String> {
     out
 }
 
-/// Runs `exe`. A FUSE release is asynchronous: just after the copy that made it, the daemon
-/// may still hold the file open for writing, so ETXTBSY is retried for a second.
+/// Runs `exe`, retrying ETXTBSY for a second: a test running in parallel may fork while this
+/// one still has the copy open for writing, and its child holds that fd until it execs (the
+/// classic race of writing an executable in a threaded process; the same on kernel overlayfs).
 fn exec_when_closed(exe: &Path) -> bool {
     for _ in 0..20 {
         match Command::new(exe).status() {
