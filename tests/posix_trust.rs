@@ -477,12 +477,19 @@ fn cm_times(p: &Path) -> (i64, i64) {
 /// Writes one byte at 0 through a shared mapping of `p`; `msync` before the checks if asked.
 /// Returns (mtime, ctime) while still mapped (after msync) and after munmap and close.
 fn mmap_write(p: &Path, msync: bool) -> ((i64, i64), (i64, i64)) {
-    use std::os::fd::AsRawFd;
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(p)
         .unwrap();
+    let mapped = mmap_write_fd(&f, p, msync);
+    drop(f);
+    (mapped, cm_times(p))
+}
+
+/// `mmap_write` through an open file; returns (mtime, ctime) while still mapped.
+fn mmap_write_fd(f: &fs::File, p: &Path, msync: bool) -> (i64, i64) {
+    use std::os::fd::AsRawFd;
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -505,8 +512,7 @@ fn mmap_write(p: &Path, msync: bool) -> ((i64, i64), (i64, i64)) {
     }
     let mapped = cm_times(p);
     unsafe { libc::munmap(map, 4096) };
-    drop(f);
-    (mapped, cm_times(p))
+    mapped
 }
 
 fn mmap_steps(mnt: &Path) -> Vec<String> {
@@ -518,7 +524,26 @@ fn mmap_steps(mnt: &Path) -> Vec<String> {
     let (_, closed) = mmap_write(&p, false);
     std::thread::sleep(Duration::from_millis(1100));
     let (synced, closed2) = mmap_write(&p, true);
+    // Made by open(O_CREAT) and sized by ftruncate: both answered with attributes.
+    let q = mnt.join("sized");
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&q)
+        .unwrap();
+    f.set_len(4096).unwrap();
+    let sized = cm_times(&q);
+    std::thread::sleep(Duration::from_millis(1100));
+    mmap_write_fd(&f, &q, false);
+    drop(f);
+    let written = cm_times(&q);
     vec![
+        format!(
+            "created, sized, mapped: {}",
+            written.0 > sized.0 && written.1 > sized.1
+        ),
         format!(
             "no msync, after close: {}",
             closed.0 > t0.0 && closed.1 > t0.1
