@@ -17,14 +17,16 @@ fuse_mounts() { awk '$3 ~ /^fuse(\.|$)/ {print $2}' /proc/self/mounts | sort; }
 start=$SECONDS
 
 # --- system prerequisites ------------------------------------------------------------------------
-if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1; then
+# fuse-overlayfs is the drop-in reference of tests/posix_trust.rs; setfacl runs in the ACL tests.
+if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1 \
+    || ! command -v setfacl >/dev/null 2>&1 || ! command -v fuse-overlayfs >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        step "installing fuse3 attr"
+        step "installing fuse3 attr acl fuse-overlayfs"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq fuse3 attr >/dev/null
+        apt-get install -y -qq fuse3 attr acl fuse-overlayfs >/dev/null
     else
-        warn "fusermount3/getfattr missing and cannot apt-get install fuse3 attr (not root or no apt)"
+        warn "fusermount3/getfattr/setfacl/fuse-overlayfs missing and cannot apt-get install them (not root or no apt)"
     fi
 fi
 if [ ! -c /dev/fuse ]; then

@@ -14,6 +14,50 @@ use crate::inode::Inode;
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, OFlags, Timespec, Timestamps};
 
+const ACL_ACCESS: &str = "system.posix_acl_access";
+
+/// Who asks for a change, as the kernel names them in a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    /// The calling thread, for what a request does not carry: its
+    /// supplementary groups and capabilities.
+    pub pid: u32,
+}
+
+impl Caller {
+    /// Whether the kernel would let this caller keep a file's set-group-id
+    /// bit: in the file's group, or CAP_FSETID (`in_group_or_capable`).
+    /// Root is taken as capable. What the caller's /proc entry says is
+    /// read only when the answer is not plain, and if it is gone (the
+    /// caller exited) the bit goes, as for a caller without privilege.
+    fn may_keep_setgid(&self, file_gid: u32) -> bool {
+        if self.uid == 0 || self.gid == file_gid {
+            return true;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return false;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(str::trim)
+        };
+        let in_group = field("Groups:").is_some_and(|groups| {
+            groups
+                .split_whitespace()
+                .any(|g| g.parse::<u32>() == Ok(file_gid))
+        });
+        const CAP_FSETID: u32 = 4;
+        let capable = field("CapEff:")
+            .and_then(|caps| u64::from_str_radix(caps, 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0);
+        in_group || capable
+    }
+}
+
 /// A time to set: a given instant, or now.
 #[derive(Clone, Copy, Debug)]
 pub enum SetTime {
@@ -56,6 +100,17 @@ impl Overlay {
         change: &SetAttr,
         open_fd: Option<&std::os::fd::OwnedFd>,
     ) -> OpResult<Attr> {
+        self.setattr_by(inode, change, open_fd, None)
+    }
+
+    /// setattr on behalf of `caller` (`None`: a caller allowed all).
+    pub fn setattr_by(
+        &self,
+        inode: &Arc<Inode>,
+        change: &SetAttr,
+        open_fd: Option<&std::os::fd::OwnedFd>,
+        caller: Option<Caller>,
+    ) -> OpResult<Attr> {
         self.writable()?;
         let want = match change.size {
             Some(0) => CopyUp::Truncate,
@@ -92,10 +147,25 @@ impl Overlay {
                 sys::set_xattr(fd.as_fd(), xattr.name(), &updated.encode(), 0)?;
             }
         } else {
+            let mut mode = change.mode;
+            if (uid.is_some() || gid.is_some())
+                && let Some(caller) = caller
+                && matches!(inode.kind, FileType::RegularFile)
+            {
+                // chown by a caller outside the file's group drops its
+                // set-group-id bit even without group exec (the kernel's
+                // setattr_should_drop_sgid); FUSE leaves that case to us, and
+                // the real chown, made as the daemon, keeps it.
+                let st = sys::fstat(fd.as_fd())?;
+                let after = mode.unwrap_or(st.st_mode) & 0o7777;
+                if after & libc::S_ISGID != 0 && !caller.may_keep_setgid(st.st_gid) {
+                    mode = Some(after & !libc::S_ISGID);
+                }
+            }
             if uid.is_some() || gid.is_some() {
                 sys::chown(fd.as_fd(), uid, gid)?;
             }
-            if let Some(mode) = change.mode
+            if let Some(mode) = mode
                 && inode.kind != FileType::Symlink
             {
                 sys::chmod(fd.as_fd(), mode & 0o7777)?;
@@ -152,7 +222,7 @@ impl Overlay {
     }
 
     pub fn getxattr(&self, inode: &Inode, name: &OsStr) -> OpResult<Vec<u8>> {
-        if format::is_private_xattr(name) {
+        if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
         let top = inode.top().ok_or(Errno::STALE)?;
@@ -178,18 +248,44 @@ impl Overlay {
         value: &[u8],
         flags: i32,
     ) -> OpResult<()> {
+        self.setxattr_by(inode, name, value, flags, None)
+    }
+
+    /// setxattr(2) on behalf of `caller` (`None`: a caller allowed all).
+    pub fn setxattr_by(
+        &self,
+        inode: &Arc<Inode>,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        caller: Option<Caller>,
+    ) -> OpResult<()> {
         self.writable()?;
-        if format::is_private_xattr(name) {
+        if format::is_protected_xattr(name) {
             return Err(Errno::PERM);
         }
         let upper = self.copy_up_with(inode, CopyUp::MetaOnly)?;
         let fd = self.real_fd(&upper)?;
-        sys::set_xattr(fd.as_fd(), name, value, flags)
+        sys::set_xattr(fd.as_fd(), name, value, flags)?;
+        if name == ACL_ACCESS
+            && let Some(caller) = caller
+            && self.options.ownership.override_xattr.is_none()
+        {
+            // The real filesystem updates the mode from the ACL as the
+            // daemon, which may keep set-group-id; the kernel clears it
+            // when the caller is neither in the file's group nor holds
+            // CAP_FSETID (posix_acl_update_mode), as chmod does.
+            let st = sys::fstat(fd.as_fd())?;
+            if st.st_mode & libc::S_ISGID != 0 && !caller.may_keep_setgid(st.st_gid) {
+                sys::chmod(fd.as_fd(), st.st_mode & 0o7777 & !libc::S_ISGID)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn removexattr(&self, inode: &Arc<Inode>, name: &OsStr) -> OpResult<()> {
         self.writable()?;
-        if format::is_private_xattr(name) {
+        if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
         // Nothing to copy up for an xattr the object does not have.

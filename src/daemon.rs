@@ -14,6 +14,7 @@ use crate::cli::MountPlan;
 use crate::fuse_adapter;
 use crate::layer::LayerStack;
 use crate::overlay::{Overlay, OverlayOptions};
+use crate::privmount::LayerRoots;
 use crate::sys;
 use crate::workdir::WorkDir;
 
@@ -34,9 +35,22 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     {
         std::fs::create_dir(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
     }
-    let layers = LayerStack::open(plan.upper.as_deref(), &plan.lowers)?;
+    let mut roots = LayerRoots::open(
+        plan.upper.as_deref(),
+        plan.workdir.as_deref(),
+        &plan.lowers,
+        plan.options.atime_mode(),
+    );
+    let layers = LayerStack::open_with(plan.upper.as_deref(), &plan.lowers, |id, path| {
+        roots.take(id, path)
+    })?;
     let work = match &plan.workdir {
-        Some(dir) => Some(WorkDir::prepare(dir)?),
+        Some(dir) => {
+            let root = roots
+                .take_work(dir)
+                .map_err(|e| crate::error::SetupError::io("work dir", dir, e))?;
+            Some(WorkDir::prepare_at(dir, root)?)
+        }
         None => None,
     };
     let options = OverlayOptions {
@@ -56,6 +70,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         metacopy: plan.options.metacopy,
         passthrough: plan.options.passthrough,
         static_nlink: plan.options.static_nlink,
+        noatime: plan.options.noatime,
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,

@@ -30,6 +30,17 @@ fn real_open_flags(flags: i32) -> OFlags {
     OFlags::from_bits_retain((flags & keep) as _)
 }
 
+/// Reopens a real file; O_NOATIME needs its owner or CAP_FOWNER, and
+/// without them (an unprivileged daemon) the file is opened without it.
+fn reopen_maybe_noatime(fd: std::os::fd::BorrowedFd<'_>, flags: OFlags) -> OpResult<OwnedFd> {
+    match sys::reopen(fd, flags) {
+        Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
+            sys::reopen(fd, flags - OFlags::NOATIME)
+        }
+        done => done,
+    }
+}
+
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -57,12 +68,15 @@ impl Overlay {
             inode.data().ok_or(Errno::STALE)?
         };
         let path_fd = self.real_fd(&source)?;
-        let mut real_flags = real_open_flags(flags);
-        if real_flags.contains(OFlags::NOATIME) {
-            real_flags.remove(OFlags::NOATIME);
+        let real_flags = real_open_flags(flags) | self.atime_flags(source.is_upper());
+        let fd = reopen_maybe_noatime(path_fd.as_fd(), real_flags)?;
+        let opened = self.register_file(inode.clone(), fd, source.key(), writable);
+        if writable {
+            // Attributes the kernel cached before this open must not
+            // outlive writes through a mapping (see `attr_parts`).
+            self.attrs_changed(inode.ino);
         }
-        let fd = sys::reopen(path_fd.as_fd(), real_flags)?;
-        Ok(self.register_file(inode.clone(), fd, source.key(), writable))
+        Ok(opened)
     }
 
     /// Creates a regular file and opens it under a new handle (the kernel's
@@ -85,6 +99,22 @@ impl Overlay {
         };
         let opened = self.register_file(inode.clone(), fd, upper.key(), writable);
         Ok((inode, attr, opened))
+    }
+
+    /// O_NOATIME where reads through the mount must leave access times
+    /// alone, as kernel overlayfs does: lower files never, upper files
+    /// under noatime. This covers the reads the daemon makes itself when
+    /// the layers could not be put on private mounts with that mode
+    /// (`privmount`: an unprivileged daemon); the kernel's own reads of a
+    /// passthrough file use a backing file it opens with the caller's
+    /// flags, which only the mount's mode reaches. (A caller's O_NOATIME is
+    /// passed on: the kernel checked its right to it before the request.)
+    fn atime_flags(&self, on_upper: bool) -> OFlags {
+        if !on_upper || self.options.noatime {
+            OFlags::NOATIME
+        } else {
+            OFlags::empty()
+        }
     }
 
     /// Keeps an open real file under a new handle number.
@@ -116,7 +146,8 @@ impl Overlay {
             && let Some(upper) = handle.inode.data().filter(|d| d.is_upper())
         {
             let path_fd = self.real_fd(&upper)?;
-            let fresh = Arc::new(sys::reopen(path_fd.as_fd(), OFlags::RDONLY)?);
+            let flags = OFlags::RDONLY | self.atime_flags(true);
+            let fresh = Arc::new(reopen_maybe_noatime(path_fd.as_fd(), flags)?);
             *handle.fd.write() = fresh.clone();
             handle.on_upper.store(true, Ordering::Release);
             return Ok(fresh);

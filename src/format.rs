@@ -99,8 +99,29 @@ pub fn opacity_from_xattr(first_byte: Option<u8>) -> Opacity {
     }
 }
 
+/// The longest name a layer's filesystem can hold (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// fuse-overlayfs's own namespace (its origin, opaque and override_stat
+/// records), which it hides from the merged view; a drop-in must too.
+const FUSE_OVERLAYFS_PREFIX: &[u8] = b"user.fuseoverlayfs.";
+/// The containers namespace: shown, but fuse-overlayfs refuses to let users
+/// set it, since `user.containers.override_stat` can hold ownership.
+const CONTAINERS_PREFIX: &[u8] = b"user.containers.";
+
+/// Whether the merged view hides an xattr: overlay's private metadata, and
+/// fuse-overlayfs's namespace as fuse-overlayfs hides it.
+pub fn is_hidden_xattr(name: &OsStr) -> bool {
+    is_private_xattr(name) || name.as_bytes().starts_with(FUSE_OVERLAYFS_PREFIX)
+}
+
+/// Whether users may not set an xattr through the mount.
+pub fn is_protected_xattr(name: &OsStr) -> bool {
+    is_hidden_xattr(name) || name.as_bytes().starts_with(CONTAINERS_PREFIX)
+}
+
 /// Whether an xattr name belongs to overlay's private metadata, which the
-/// merged view never shows and users may not set.
+/// merged view never shows, users may not set and copy-up does not copy.
 pub fn is_private_xattr(name: &OsStr) -> bool {
     let bytes = name.as_bytes();
     READ_NAMESPACES
@@ -141,7 +162,7 @@ pub fn oci_whiteout_name(name: &OsStr) -> std::ffi::OsString {
 pub fn filter_xattr_list(list: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(list.len());
     for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if !is_private_xattr(OsStr::from_bytes(name)) {
+        if !is_hidden_xattr(OsStr::from_bytes(name)) {
             out.extend_from_slice(name);
             out.push(0);
         }
@@ -343,6 +364,14 @@ mod tests {
             filter_xattr_list(list),
             b"user.a\0security.capability\0".to_vec()
         );
+        let fo = b"user.fuseoverlayfs.override_stat\0user.containers.override_stat\0";
+        assert_eq!(
+            filter_xattr_list(fo),
+            b"user.containers.override_stat\0".to_vec()
+        );
+        assert!(is_protected_xattr(OsStr::new("user.containers.x")));
+        assert!(!is_hidden_xattr(OsStr::new("user.containers.x")));
+        assert!(!is_private_xattr(OsStr::new("user.fuseoverlayfs.origin")));
     }
 
     #[test]

@@ -40,6 +40,10 @@ impl FileHandle {
 pub struct Handles {
     next: AtomicU64,
     files: DashMap<u64, Arc<FileHandle>>,
+    /// Open writable handles per inode number; the count of all of them
+    /// lets the common case (no writer at all) skip the map.
+    writers: DashMap<u64, u32>,
+    writer_count: AtomicU64,
 }
 
 impl Handles {
@@ -49,6 +53,10 @@ impl Handles {
 
     pub fn add_file(&self, handle: FileHandle) -> Opened {
         let fh = self.next_id();
+        if handle.writable {
+            *self.writers.entry(handle.inode.ino).or_insert(0) += 1;
+            self.writer_count.fetch_add(1, Ordering::Relaxed);
+        }
         let opened = Opened {
             fh,
             fd: handle.fd(),
@@ -56,6 +64,11 @@ impl Handles {
         };
         self.files.insert(fh, Arc::new(handle));
         opened
+    }
+
+    /// Whether inode `ino` has a handle open for writing.
+    pub fn has_writers(&self, ino: u64) -> bool {
+        self.writer_count.load(Ordering::Relaxed) != 0 && self.writers.contains_key(&ino)
     }
 
     pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {
@@ -72,6 +85,14 @@ impl Handles {
     }
 
     pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
-        self.files.remove(&id).map(|(_, h)| h)
+        let (_, handle) = self.files.remove(&id)?;
+        if handle.writable {
+            self.writers.remove_if_mut(&handle.inode.ino, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+            self.writer_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(handle)
     }
 }

@@ -65,6 +65,15 @@ impl LayerStack {
     /// Opens the layer roots. `lowers` are given top first. An error names
     /// the layer and its path.
     pub fn open(upper: Option<&Path>, lowers: &[PathBuf]) -> Result<LayerStack, SetupError> {
+        Self::open_with(upper, lowers, |_, path| sys::open_root(path))
+    }
+
+    /// As `open`, with the root of each layer opened by `root_of`.
+    pub fn open_with(
+        upper: Option<&Path>,
+        lowers: &[PathBuf],
+        mut root_of: impl FnMut(LayerId, &Path) -> sys::SysResult<OwnedFd>,
+    ) -> Result<LayerStack, SetupError> {
         let mut devs: Vec<u64> = Vec::new();
         let mut open_layer = |id: LayerId, path: &Path| -> Result<Layer, SetupError> {
             let what = if id == UPPER {
@@ -72,7 +81,7 @@ impl LayerStack {
             } else {
                 "opening lower layer"
             };
-            let root = sys::open_root(path).map_err(|e| SetupError::io(what, path, e))?;
+            let root = root_of(id, path).map_err(|e| SetupError::io(what, path, e))?;
             let st = sys::fstat(root.as_fd()).map_err(|e| SetupError::io(what, path, e))?;
             if sys::file_type(&st) != sys::FileType::Directory {
                 let what = if id == UPPER {

@@ -33,6 +33,7 @@ pub mod namespace;
 pub mod options;
 pub mod origin;
 pub mod overlay;
+pub mod privmount;
 pub mod redirect;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]

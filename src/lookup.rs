@@ -86,6 +86,12 @@ impl Overlay {
         if !parent.is_dir() {
             return Err(Errno::NOTDIR);
         }
+        // Every operation on a name looks it up first (rename and unlink
+        // too), so this is where a name no layer can hold is refused, as
+        // the kernel does, instead of reading as absent.
+        if name.len() > format::NAME_MAX {
+            return Err(Errno::NAMETOOLONG);
+        }
         if format::is_reserved_name(name) || name.is_empty() || name == "." || name == ".." {
             return Ok(None);
         }

@@ -568,7 +568,7 @@ impl Overlay {
 }
 
 fn check_new_name(name: &OsStr) -> OpResult<()> {
-    if name.len() > 255 {
+    if name.len() > format::NAME_MAX {
         return Err(Errno::NAMETOOLONG);
     }
     if format::is_reserved_name(name) {

@@ -17,6 +17,8 @@ pub struct MountOptions {
     pub nosuid: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// `strictatime`: every read changes the access time.
+    pub strictatime: bool,
     /// `volatile` or `fsync=0`: skip syncs.
     pub no_sync: bool,
     /// `timeout=SECONDS`: how long the kernel may cache entries.
@@ -42,9 +44,6 @@ const ACCEPTED: &[&str] = &[
     "dev",
     "suid",
     "exec",
-    "atime",
-    "relatime",
-    "strictatime",
     "nodiratime",
     "async",
     "sync",
@@ -129,7 +128,9 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
             "nodev" => out.nodev = true,
             "nosuid" => out.nosuid = true,
             "noexec" => out.noexec = true,
-            "noatime" => out.noatime = true,
+            "noatime" => (out.noatime, out.strictatime) = (true, false),
+            "strictatime" => (out.noatime, out.strictatime) = (false, true),
+            "relatime" | "atime" => (out.noatime, out.strictatime) = (false, false),
             "dev" => out.nodev = false,
             "suid" => out.nosuid = false,
             "exec" => out.noexec = false,
@@ -193,6 +194,18 @@ pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
         }
     }
     Ok(out)
+}
+
+impl MountOptions {
+    /// When reads change access times; the last of the atime options wins.
+    pub fn atime_mode(&self) -> crate::sys::AtimeMode {
+        use crate::sys::AtimeMode;
+        match (self.noatime, self.strictatime) {
+            (true, _) => AtimeMode::NoAtime,
+            (false, true) => AtimeMode::StrictAtime,
+            (false, false) => AtimeMode::Relatime,
+        }
+    }
 }
 
 fn on_off(key: &str, value: &str) -> Result<bool, String> {
@@ -279,6 +292,16 @@ mod tests {
         assert_eq!(parse(&["fd_cache=512".into()]).unwrap().fd_cache, Some(512));
         assert!(parse(&["fd_cache=3".into()]).is_err());
         assert!(parse(&["fd_cache=lots".into()]).is_err());
+    }
+
+    #[test]
+    fn last_atime_option_wins() {
+        use crate::sys::AtimeMode;
+        let mode = |o: &str| parse(&[o.into()]).unwrap().atime_mode();
+        assert_eq!(mode("rw"), AtimeMode::Relatime);
+        assert_eq!(mode("noatime"), AtimeMode::NoAtime);
+        assert_eq!(mode("noatime,strictatime"), AtimeMode::StrictAtime);
+        assert_eq!(mode("strictatime,relatime"), AtimeMode::Relatime);
     }
 
     #[test]

@@ -37,8 +37,10 @@ pub struct OverlayOptions {
     pub metacopy: bool,
     /// Let the kernel do I/O on open files directly (FUSE passthrough).
     pub passthrough: bool,
-    /// Report 1 as the link count of merged dirs instead of counting.
+    /// Report 1 as the link count of every dir instead of counting.
     pub static_nlink: bool,
+    /// The `noatime` mount option: reads never change access times.
+    pub noatime: bool,
 }
 
 impl Default for OverlayOptions {
@@ -51,6 +53,7 @@ impl Default for OverlayOptions {
             metacopy: false,
             passthrough: true,
             static_nlink: false,
+            noatime: false,
         }
     }
 }
@@ -297,16 +300,19 @@ impl Overlay {
         mut stat: Stat,
         layers: &Layers,
     ) -> Attr {
-        let merged_dir = sys::file_type(&stat) == sys::FileType::Directory
+        let is_dir = sys::file_type(&stat) == sys::FileType::Directory;
+        let merged_dir = is_dir
             && !layers.lowers.is_empty()
             && (layers.upper.is_some() || layers.lowers.len() > 1);
-        if merged_dir {
+        if is_dir && self.options.static_nlink {
+            // As fuse-overlayfs: 1 for every dir, merged or not, which tools
+            // take as "count unknown" (find stops using it to skip subdirs).
+            stat.st_nlink = 1;
+        } else if merged_dir {
             // Counted over the merged view (the kernel reports 1 here).
             stat.st_nlink = match dir {
-                Some(dir) if !self.options.static_nlink => {
-                    self.merged_nlink(dir).unwrap_or(1).into()
-                }
-                _ => 1,
+                Some(dir) => self.merged_nlink(dir).unwrap_or(1).into(),
+                None => 1,
             };
         }
         if layers.origin_nlink > 1
@@ -317,6 +323,14 @@ impl Overlay {
         }
         if !self.options.ownership.is_plain() {
             self.present_owner(&mut stat, layers);
+        }
+        if sys::file_type(&stat) == sys::FileType::RegularFile && self.handles.has_writers(ino) {
+            // A file open for writing may be written through a shared
+            // mapping of its real file (passthrough), which the kernel does
+            // not count as a change of this inode: have it not cache these
+            // attributes. The invalidation reaches it before this reply,
+            // whose attributes it then passes on but does not keep.
+            self.attrs_changed(ino);
         }
         Attr { ino, stat }
     }

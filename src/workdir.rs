@@ -55,6 +55,11 @@ impl WorkDir {
     /// empties `work` of what an earlier mount left.
     pub fn prepare(workdir: &Path) -> Result<WorkDir, SetupError> {
         let root = sys::open_root(workdir).map_err(|e| SetupError::io("work dir", workdir, e))?;
+        Self::prepare_at(workdir, root)
+    }
+
+    /// As `prepare`, with the work dir already open as `root`.
+    pub fn prepare_at(workdir: &Path, root: OwnedFd) -> Result<WorkDir, SetupError> {
         let lock = sys::reopen(root.as_fd(), sys::OFlags::RDONLY | sys::OFlags::DIRECTORY)
             .map_err(|e| SetupError::io("work dir", workdir, e))?;
         // A mount unmounted a moment ago may still be shutting down and

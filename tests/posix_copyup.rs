@@ -561,7 +561,11 @@ fn o_direct_aligned_io_works_as_on_the_kernel() {
     });
     println!("O_DIRECT: cowfs {c:?}, kernel {k:?}");
     assert_eq!(k, ["ok", "ok"], "kernel reference");
-    assert_eq!(c, ["ok", "ok"], "cowfs O_DIRECT (lower file copied up, new file)");
+    assert_eq!(
+        c,
+        ["ok", "ok"],
+        "cowfs O_DIRECT (lower file copied up, new file)"
+    );
 }
 
 #[test]

@@ -94,3 +94,12 @@ pub(super) fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
         },
     })
 }
+
+/// Who sent a request, for the checks the kernel leaves to the server.
+pub(super) fn caller_of(req: &fuser::Request) -> crate::attr::Caller {
+    crate::attr::Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}

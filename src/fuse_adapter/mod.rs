@@ -30,7 +30,7 @@ mod passthrough;
 mod reply;
 mod session;
 
-use convert::{file_attr, kind_of, set_time};
+use convert::{caller_of, file_attr, kind_of, set_time};
 use passthrough::{Backings, OpenMode};
 use reply::{Answer, XattrValue, answer_lookup, errno};
 pub use session::{serve, serve_through_fusermount};
@@ -218,7 +218,7 @@ impl Filesystem for CowFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -247,8 +247,10 @@ impl Filesystem for CowFs {
                 .and_then(|fh| self.overlay.handles.file(fh.0))
                 .filter(|h| h.writable);
             let open_fd = open.as_ref().map(|h| h.fd());
+            let caller = Some(caller_of(req));
             let attr = self.on_inode(ino, |inode| {
-                self.overlay.setattr(inode, &change, open_fd.as_deref())
+                self.overlay
+                    .setattr_by(inode, &change, open_fd.as_deref(), caller)
             });
             reply.answer(&self.ttl, attr);
         });
@@ -547,7 +549,7 @@ impl Filesystem for CowFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -557,7 +559,8 @@ impl Filesystem for CowFs {
     ) {
         guarded("setxattr", || {
             let set = self.on_inode(ino, |inode| {
-                self.overlay.setxattr(inode, name, value, flags)
+                let caller = Some(caller_of(req));
+                self.overlay.setxattr_by(inode, name, value, flags, caller)
             });
             reply.answer(&self.ttl, set);
         });

@@ -15,7 +15,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 mod copy;
+mod mount;
 pub use copy::{copy_file_data, copy_file_range};
+pub use mount::{AtimeMode, clone_mount, set_mount_atime};
 
 pub use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
