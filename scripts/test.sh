@@ -3,8 +3,8 @@
 #
 #   scripts/test.sh [extra cargo test args...]     e.g. scripts/test.sh --test cli
 #
-# Runs as root on Debian/Ubuntu: installs fuse3 and attr when missing and makes sure /dev/fuse
-# exists. Exits non-zero on any failure, and when the tests leave a FUSE mount behind.
+# Runs as root on Debian/Ubuntu: installs fuse3, attr, sqlite3 and e2fsprogs when missing and makes
+# sure /dev/fuse exists. Exits non-zero on any failure, and when the tests leave a FUSE mount behind.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,14 +17,16 @@ fuse_mounts() { awk '$3 ~ /^fuse(\.|$)/ {print $2}' /proc/self/mounts | sort; }
 start=$SECONDS
 
 # --- system prerequisites ------------------------------------------------------------------------
-if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1; then
+# sqlite3: tests/sqlite.rs; mkfs.ext4 (e2fsprogs): the loop-mounted layers of lifecycle and storm.
+if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1 \
+    || ! command -v sqlite3 >/dev/null 2>&1 || ! command -v mkfs.ext4 >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        step "installing fuse3 attr"
+        step "installing fuse3 attr sqlite3 e2fsprogs"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq fuse3 attr >/dev/null
+        apt-get install -y -qq fuse3 attr sqlite3 e2fsprogs >/dev/null
     else
-        warn "fusermount3/getfattr missing and cannot apt-get install fuse3 attr (not root or no apt)"
+        warn "fusermount3/getfattr/sqlite3/mkfs.ext4 missing and cannot apt-get install them (not root or no apt)"
     fi
 fi
 if [ ! -c /dev/fuse ]; then
