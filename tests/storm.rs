@@ -286,8 +286,9 @@ impl Storm {
         problems.truncate(40);
         assert!(
             ops == 0 && left == 0,
-            "{WORKERS} workers x {rounds} rounds: {ops} failed operations {counts:?}, \
+            "{}: {WORKERS} workers x {rounds} rounds: {ops} failed operations {counts:?}, \
              {left} differences from the expected trees\nfirst errors:\n{}\nfirst differences:\n{}",
+            std::thread::current().name().unwrap_or("storm"),
             errors.join("\n"),
             problems.join("\n")
         );
@@ -362,8 +363,9 @@ fn mkdir_p_create_unlink_rmdir_in_one_parent() {
     });
 }
 
-/// Create, unlink and create again of the same names, rename away and back, beside a dir
-/// made and removed: a freed inode number goes from file to dir to file.
+/// Create, unlink and create again of the same names (as a file, then a dir, then a file),
+/// rename away and back, beside a dir made and removed: a freed inode number goes from file to
+/// dir to file.
 #[test]
 fn create_unlink_create_and_rename_back() {
     let storm = Storm::new(shared_lower);
@@ -376,6 +378,9 @@ fn create_unlink_create_and_rename_back() {
         }
         ops.create(&f, b"first\n");
         ops.unlink(&f);
+        // The same name, and likely the same inode number, as a dir.
+        ops.mkdir(&f);
+        ops.rmdir(&f);
         ops.mkdir(&d);
         ops.rmdir(&d);
         ops.create(&f, format!("{w} {r}\n").as_bytes());
