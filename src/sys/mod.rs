@@ -15,9 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 mod copy;
-mod lifecycle;
 pub use copy::{copy_file_data, copy_file_range};
-pub use lifecycle::{exit_releasing_fds, leave_cwd};
 
 pub use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
@@ -67,11 +65,14 @@ pub fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
     )
 }
 
-/// Opens a directory given by an absolute path (a layer root, or the work
-/// dir) as `O_PATH`, through a private clone of its mount when it can (see
-/// `lifecycle::open_layer_root`).
+/// Opens a directory given by an absolute path (a layer root) as `O_PATH`.
 pub fn open_root(path: &std::path::Path) -> SysResult<OwnedFd> {
-    lifecycle::open_layer_root(path)
+    rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// lstat of `name` in `dir`; `None` when it does not exist (a name too
@@ -476,6 +477,23 @@ pub fn detach_stdio() -> SysResult<()> {
     rustix::stdio::dup2_stdout(&null)?;
     rustix::stdio::dup2_stderr(&null)?;
     Ok(())
+}
+
+/// Ends the process, first letting go of the cwd and of every fd but stdio
+/// (layer files, the work dir lock, /dev/fuse, whose closing frees the
+/// passthrough backing files the kernel holds). Whatever the process holds
+/// keeps its filesystem busy, and exit(2) closes files only after tearing
+/// down the address space, which takes a while for a big heap. For the very
+/// end of a daemon whose other threads no longer use fds.
+pub fn exit_releasing_fds(code: i32) -> ! {
+    let _ = rustix::process::chdir("/");
+    // SAFETY: the fds closed here are never used or closed again: the
+    // caller has joined or stopped every other thread that uses fds, and
+    // nothing runs after this call but process exit (std::process::exit
+    // runs no destructors, so no OwnedFd is dropped). Kernels before 5.9
+    // lack close_range (ENOSYS): exit(2) closes the fds then, only later.
+    let _ = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    std::process::exit(code)
 }
 
 /// Lazily detaches the mount at `path` (root only).
