@@ -3,8 +3,8 @@
 #
 #   scripts/test.sh [extra cargo test args...]     e.g. scripts/test.sh --test cli
 #
-# Runs as root on Debian/Ubuntu: installs fuse3 and attr when missing and makes sure /dev/fuse
-# exists. Exits non-zero on any failure, and when the tests leave a FUSE mount behind.
+# Runs as root on Debian/Ubuntu: installs fuse3, attr, sqlite3 and e2fsprogs when missing and makes
+# sure /dev/fuse exists. Exits non-zero on any failure, and when the tests leave a FUSE mount behind.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,16 +17,24 @@ fuse_mounts() { awk '$3 ~ /^fuse(\.|$)/ {print $2}' /proc/self/mounts | sort; }
 start=$SECONDS
 
 # --- system prerequisites ------------------------------------------------------------------------
-# fuse-overlayfs is the drop-in reference of tests/posix_trust.rs; setfacl runs in the ACL tests.
-if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1 \
-    || ! command -v setfacl >/dev/null 2>&1 || ! command -v fuse-overlayfs >/dev/null 2>&1; then
+# What the tests run, as "command:Debian package": fusermount3 and getfattr everywhere; setfacl
+# in the ACL tests; fuse-overlayfs, the drop-in reference of tests/posix_trust.rs; sqlite3 in
+# tests/sqlite.rs; mkfs.ext4 for the loop-mounted layers of lifecycle, storm and powercut.
+prerequisites="fusermount3:fuse3 getfattr:attr setfacl:acl fuse-overlayfs:fuse-overlayfs
+    sqlite3:sqlite3 mkfs.ext4:e2fsprogs"
+missing=""
+for pair in $prerequisites; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        step "installing fuse3 attr acl fuse-overlayfs"
+        step "installing$missing"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq fuse3 attr acl fuse-overlayfs >/dev/null
+        # shellcheck disable=SC2086
+        apt-get install -y -qq $missing >/dev/null
     else
-        warn "fusermount3/getfattr/setfacl/fuse-overlayfs missing and cannot apt-get install them (not root or no apt)"
+        warn "missing and cannot apt-get install (not root or no apt):$missing"
     fi
 fi
 if [ ! -c /dev/fuse ]; then

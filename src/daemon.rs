@@ -79,7 +79,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     if settings.foreground {
         let session = mount(&plan, overlay, settings.threads)?;
         write_pid_file(settings.pid_file.as_deref())?;
-        return serve(session);
+        serve_then_exit(session, true);
     }
 
     // Fork before any thread exists; the child reports back through a pipe.
@@ -110,13 +110,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
             let _ = sys::detach_stdio();
             let _ = sys::write_all(report_write.as_fd(), b"ok");
             drop(report_write);
-            match serve(session) {
-                Ok(()) => std::process::exit(0),
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    std::process::exit(1)
-                }
-            }
+            serve_then_exit(session, false)
         }
     }
 }
@@ -208,43 +202,107 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
     }
 }
 
-/// Serves requests until the mount goes away; a signal unmounts it.
-fn serve(mounted: Mounted) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+/// Serves the mount until it is gone, finishes the work left, then exits
+/// with every fd on the layers closed at once: `umount MNT && umount
+/// LOWER_FS` must find the layers free as soon as the first umount returns.
+fn serve_then_exit(mounted: Mounted, foreground: bool) -> ! {
+    // Kept, never dropped: dropping the overlay frees its tables (slow for
+    // a big tree) and only then closes its fds. The exit frees it all.
+    let (result, _overlay) = serve(mounted);
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) if foreground => {
+            eprintln!("cowfs: error: {e:#}");
+            1
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            1
+        }
+    };
+    sys::exit_releasing_fds(code)
+}
+
+/// Serves requests until the mount goes away (a signal unmounts it), then
+/// does the daemon's last work. Hands the overlay back alive; the only
+/// threads left wait on their own pipe or lock and touch no fd on the layers.
+fn serve(mounted: Mounted) -> (anyhow::Result<()>, Arc<Overlay>) {
     let Mounted {
         session,
-        mut unmount,
+        unmount,
         overlay,
     } = mounted;
-    // Gives memory back once the kernel has forgotten many inodes.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let trimmer = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("cowfs-trim".into())
-            .spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(500));
-                    overlay.trim_memory();
-                }
-            })?
+    let helpers = match Helpers::start(&overlay, unmount) {
+        Ok(helpers) => helpers,
+        Err(e) => return (Err(e), overlay),
     };
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    let handle = signals.handle();
-    let watcher = std::thread::Builder::new()
-        .name("cowfs-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "unmounting on signal");
-                unmount.unmount();
-            }
-        })?;
+    // Returns once every request thread has read ENODEV (the kernel has
+    // taken the mount down) and finished the request it was serving.
     let result = session.run();
-    handle.close();
-    let _ = watcher.join();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = trimmer.join();
-    result.map_err(|e| anyhow!("serving the mount: {e}"))
+    helpers.stop();
+    finish_before_exit(&overlay);
+    (
+        result.map_err(|e| anyhow!("serving the mount: {e}")),
+        overlay,
+    )
+}
+
+/// The one place for work the daemon must do after the mount is gone and
+/// before it exits: no request runs any more, and the layers, the work dir
+/// and the overlay's tables are all still there. Right after it returns,
+/// every fd is closed (see [`serve_then_exit`]).
+fn finish_before_exit(_overlay: &Overlay) {}
+
+/// The threads beside the request threads: one trims memory, one unmounts
+/// on SIGTERM, SIGINT or SIGHUP.
+struct Helpers {
+    /// Set once the mount is gone; held while trimming.
+    trim_stopped: Arc<parking_lot::Mutex<bool>>,
+    trimmer: std::thread::Thread,
+}
+
+impl Helpers {
+    fn start(overlay: &Arc<Overlay>, mut unmount: Unmounter) -> anyhow::Result<Helpers> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let trim_stopped = Arc::new(parking_lot::Mutex::new(false));
+        // Gives memory back once the kernel has forgotten many inodes.
+        let trimmer = {
+            let (stopped, overlay) = (trim_stopped.clone(), overlay.clone());
+            std::thread::Builder::new()
+                .name("cowfs-trim".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::park_timeout(Duration::from_millis(500));
+                        let stopped = stopped.lock();
+                        if *stopped {
+                            return;
+                        }
+                        overlay.trim_memory();
+                    }
+                })?
+        };
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        // Never joined: it waits on its signal pipe and ends with the process.
+        std::thread::Builder::new()
+            .name("cowfs-signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    tracing::info!(signal, "unmounting on signal");
+                    unmount.unmount();
+                }
+            })?;
+        Ok(Helpers {
+            trim_stopped,
+            trimmer: trimmer.thread().clone(),
+        })
+    }
+
+    /// Stops the trimmer without waiting for it to wake: a trim under way
+    /// is waited out, and after that it touches nothing.
+    fn stop(self) {
+        *self.trim_stopped.lock() = true;
+        self.trimmer.unpark();
+    }
 }
 
 /// The absolute path of a mount point, found without stat'ing the mount

@@ -481,6 +481,23 @@ pub fn detach_stdio() -> SysResult<()> {
     Ok(())
 }
 
+/// Ends the process, first letting go of the cwd and of every fd but stdio
+/// (layer files, the work dir lock, /dev/fuse, whose closing frees the
+/// passthrough backing files the kernel holds). Whatever the process holds
+/// keeps its filesystem busy, and exit(2) closes files only after tearing
+/// down the address space, which takes a while for a big heap. For the very
+/// end of a daemon whose other threads no longer use fds.
+pub fn exit_releasing_fds(code: i32) -> ! {
+    let _ = rustix::process::chdir("/");
+    // SAFETY: the fds closed here are never used or closed again: the
+    // caller has joined or stopped every other thread that uses fds, and
+    // nothing runs after this call but process exit (std::process::exit
+    // runs no destructors, so no OwnedFd is dropped). Kernels before 5.9
+    // lack close_range (ENOSYS): exit(2) closes the fds then, only later.
+    let _ = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    std::process::exit(code)
+}
+
 /// Lazily detaches the mount at `path` (root only).
 pub fn unmount(path: &std::path::Path, lazy: bool) -> SysResult<()> {
     let flags = if lazy {

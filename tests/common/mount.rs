@@ -76,7 +76,7 @@ fn dev_differs(mnt: &Path) -> bool {
     }
 }
 
-fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
+pub fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
     check(unsafe { libc::umount2(cstr(mnt).as_ptr(), flags) })
 }
 
