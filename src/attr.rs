@@ -144,7 +144,12 @@ impl Overlay {
                     gid: gid.unwrap_or(current.gid),
                     mode: change.mode.map_or(current.mode, |m| m & 0o7777),
                 };
-                sys::set_xattr(fd.as_fd(), xattr.name(), &updated.encode(), 0)?;
+                sys::set_xattr(
+                    fd.as_fd(),
+                    xattr.name(),
+                    &updated.encode(),
+                    sys::XattrFlags::empty(),
+                )?;
             }
         } else {
             let mut mode = change.mode;
@@ -246,7 +251,7 @@ impl Overlay {
         inode: &Arc<Inode>,
         name: &OsStr,
         value: &[u8],
-        flags: i32,
+        flags: sys::XattrFlags,
     ) -> OpResult<()> {
         self.setxattr_by(inode, name, value, flags, None)
     }
@@ -257,7 +262,7 @@ impl Overlay {
         inode: &Arc<Inode>,
         name: &OsStr,
         value: &[u8],
-        flags: i32,
+        flags: sys::XattrFlags,
         caller: Option<Caller>,
     ) -> OpResult<()> {
         self.writable()?;

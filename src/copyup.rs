@@ -269,12 +269,12 @@ impl Overlay {
             // Hard-linked files without an index entry are left without, as
             // the kernel does, so the other names keep theirs.
             let origin = self.origin_value(source, layer);
-            sys::set_xattr(copy.as_fd(), ns.origin(), &origin, 0)?;
+            sys::set_xattr(copy.as_fd(), ns.origin(), &origin, sys::XattrFlags::empty())?;
         }
         if mode == CopyUp::MetaOnly
             && let Some(ns) = self.xattr_ns()
         {
-            sys::set_xattr(copy.as_fd(), ns.metacopy(), b"", 0)?;
+            sys::set_xattr(copy.as_fd(), ns.metacopy(), b"", sys::XattrFlags::empty())?;
         }
         give_owner(copy.as_fd(), st.st_uid, st.st_gid)?;
         if kind != FileType::Symlink {
@@ -328,7 +328,7 @@ impl Overlay {
             let Some(value) = sys::get_xattr(from, name)? else {
                 continue;
             };
-            match sys::set_xattr(to, name, &value, 0) {
+            match sys::set_xattr(to, name, &value, sys::XattrFlags::empty()) {
                 Ok(()) => {}
                 // The upper fs or our privileges can't hold this one; the
                 // kernel skips such xattrs on copy-up too.

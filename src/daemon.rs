@@ -206,6 +206,9 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
 /// with every fd on the layers closed at once: `umount MNT && umount
 /// LOWER_FS` must find the layers free as soon as the first umount returns.
 fn serve_then_exit(mounted: Mounted, foreground: bool) -> ! {
+    // Relative paths (the pid file) are behind us; the cwd would pin its fs
+    // (mount(8) may start the daemon inside a layer).
+    sys::leave_cwd();
     // Kept, never dropped: dropping the overlay frees its tables (slow for
     // a big tree) and only then closes its fds. The exit frees it all.
     let (result, _overlay) = serve(mounted);

@@ -84,7 +84,7 @@ impl Overlay {
             let copy = sys::open_path(work.fd(), &temp)?;
             if let Some(ns) = self.xattr_ns() {
                 // Every lower name shows the copy: the count is the lower one.
-                sys::set_xattr(copy.as_fd(), ns.nlink(), b"L+0", 0)?;
+                sys::set_xattr(copy.as_fd(), ns.nlink(), b"L+0", sys::XattrFlags::empty())?;
             }
             match sys::rename(
                 work.fd(),
@@ -163,7 +163,12 @@ impl Overlay {
             return Ok(());
         };
         let value = format!("L{:+}", delta + change);
-        sys::set_xattr(fd.as_fd(), ns.nlink(), value.as_bytes(), 0)
+        sys::set_xattr(
+            fd.as_fd(),
+            ns.nlink(),
+            value.as_bytes(),
+            sys::XattrFlags::empty(),
+        )
     }
 
     /// After the name an indexed inode's upper copy was reached by is gone,

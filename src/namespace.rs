@@ -48,10 +48,6 @@ pub enum NewKind<'a> {
     },
 }
 
-/// Rename flags as the kernel passes them.
-pub const RENAME_NOREPLACE: u32 = 1;
-pub const RENAME_EXCHANGE: u32 = 2;
-
 impl Overlay {
     /// Creates `name` in `parent`. For a file, also returns it opened.
     pub fn create(
@@ -160,7 +156,12 @@ impl Overlay {
         {
             let fd = sys::open_path(parent_fd.as_fd(), name)?;
             let recorded = crate::idmap::OverrideStat { uid, gid, mode };
-            sys::set_xattr(fd.as_fd(), xattr.name(), &recorded.encode(), 0)?;
+            sys::set_xattr(
+                fd.as_fd(),
+                xattr.name(),
+                &recorded.encode(),
+                sys::XattrFlags::empty(),
+            )?;
         }
         if matches!(new.kind, NewKind::Dir) {
             parent.adjust_nlink(1);
@@ -262,7 +263,12 @@ impl Overlay {
     fn mark_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
         let fd = sys::open_path(dir, name)?;
         match self.xattr_ns() {
-            Some(ns) => sys::set_xattr(fd.as_fd(), ns.opaque(), format::OPAQUE_YES, 0),
+            Some(ns) => sys::set_xattr(
+                fd.as_fd(),
+                ns.opaque(),
+                format::OPAQUE_YES,
+                sys::XattrFlags::empty(),
+            ),
             None => {
                 let marker = OsStr::new(format::OCI_OPAQUE_MARKER);
                 drop(sys::create_file(fd.as_fd(), marker, OFlags::WRONLY, 0o600)?);
@@ -371,22 +377,24 @@ impl Overlay {
         name: &OsStr,
         new_parent: &Arc<Inode>,
         new_name: &OsStr,
-        flags: u32,
+        flags: RenameFlags,
     ) -> OpResult<()> {
         let work = self.writable()?;
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
-            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        // RENAME_WHITEOUT is the overlay's own; NOREPLACE and EXCHANGE exclude
+        // each other.
+        if !(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE).contains(flags)
+            || flags.contains(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE)
         {
             return Err(Errno::INVAL);
         }
-        let exchange = flags & RENAME_EXCHANGE != 0;
+        let exchange = flags.contains(RenameFlags::EXCHANGE);
         check_new_name(new_name)?;
         let source = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
         let target = self.resolve(new_parent, new_name)?;
         if exchange && target.is_none() {
             return Err(Errno::NOENT);
         }
-        if flags & RENAME_NOREPLACE != 0 && target.is_some() {
+        if flags.contains(RenameFlags::NOREPLACE) && target.is_some() {
             return Err(Errno::EXIST);
         }
         let source_is_dir = source.kind == FileType::Directory;

@@ -98,7 +98,7 @@ impl Overlay {
         if sys::xattr_first_byte(dir, ns.impure())? == Some(b'y') {
             return Ok(());
         }
-        sys::set_xattr(dir, ns.impure(), b"y", 0)
+        sys::set_xattr(dir, ns.impure(), b"y", sys::XattrFlags::empty())
     }
 
     pub(crate) fn is_impure(&self, dir: BorrowedFd<'_>) -> OpResult<bool> {

@@ -129,7 +129,7 @@ impl Overlay {
             fd.as_fd(),
             ns.redirect(),
             &Redirect::Absolute(path).encode(),
-            0,
+            sys::XattrFlags::empty(),
         )
     }
 }

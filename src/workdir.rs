@@ -173,7 +173,7 @@ impl WorkDir {
             let fd = sys::open_path(self.fd(), &dir)?;
             let mut found = None;
             for ns in [XattrNamespace::Trusted, XattrNamespace::User] {
-                if sys::set_xattr(fd.as_fd(), ns.opaque(), b"0", 0).is_ok() {
+                if sys::set_xattr(fd.as_fd(), ns.opaque(), b"0", sys::XattrFlags::empty()).is_ok() {
                     found = Some(ns);
                     break;
                 }

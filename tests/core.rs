@@ -14,7 +14,10 @@ use cowfs::error::Errno;
 use cowfs::inode::{Inode, ROOT_INO};
 use cowfs::layer::LayerStack;
 use cowfs::listing::DirEntry;
-use cowfs::namespace::{NewKind, NewObject, RENAME_EXCHANGE, RENAME_NOREPLACE};
+use cowfs::namespace::{NewKind, NewObject};
+
+const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 use cowfs::overlay::{Overlay, OverlayOptions};
 use cowfs::sys::{FileType, OFlags};
 use cowfs::workdir::WorkDir;
@@ -174,7 +177,13 @@ fn rm(ov: &Overlay, path: &str, is_dir: bool) -> Result<(), Errno> {
 /// Renames within the root.
 fn mv(ov: &Overlay, from: &str, to: &str, flags: u32) -> Result<(), Errno> {
     let r = root(ov);
-    ov.rename(&r, os(from), &r, os(to), flags)
+    ov.rename(
+        &r,
+        os(from),
+        &r,
+        os(to),
+        cowfs::sys::RenameFlags::from_bits_retain(flags),
+    )
 }
 
 /// Sorted merged names of a dir; fails on duplicates.
@@ -735,7 +744,7 @@ fn read_only_overlay_refuses_changes() {
     assert_eq!(setattr.err(), Some(Errno::ROFS), "setattr");
     assert_eq!(rm(&ov, "f", false), Err(Errno::ROFS), "unlink");
     assert_eq!(mv(&ov, "f", "g", 0), Err(Errno::ROFS), "rename");
-    let xattr = ov.setxattr(&f, os("user.k"), b"v", 0);
+    let xattr = ov.setxattr(&f, os("user.k"), b"v", cowfs::sys::XattrFlags::empty());
     assert_eq!(xattr, Err(Errno::ROFS), "setxattr");
     let open = ov.open(&f, libc::O_WRONLY);
     assert_eq!(open.err(), Some(Errno::ROFS), "open for writing");

@@ -5,7 +5,9 @@
 //! Lower and upper each live on a loop-mounted ext4 image of their own; each round mounts
 //! cowfs as mount(8) would (daemon, started with its cwd on the lower fs), touches a file,
 //! copies up a lower file, does I/O through passthrough opens, then unmounts the overlay and at
-//! once both layer filesystems. ~20 rounds per test; `COWFS_LONG=1`: 200.
+//! once both layer filesystems. ~20 rounds per test; `COWFS_LONG=1`: 200. The daemon opens the
+//! layers through private clones of their mounts (as kernel overlayfs does), so what it holds
+//! never keeps those mounts busy.
 
 mod common;
 
@@ -179,12 +181,47 @@ fn layers_unmount_right_after(how: Unmount) {
     );
 }
 
+/// One test at a time: a process forked by a test running beside this one inherits the files
+/// this one has open in its mount until it execs, so `umount MNT` could find the mount busy.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn umount_releases_the_layers() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     layers_unmount_right_after(Unmount::Umount);
 }
 
 #[test]
 fn fusermount_u_releases_the_layers() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     layers_unmount_right_after(Unmount::Fusermount);
+}
+
+/// As under kernel overlayfs, the layers' filesystems can even be unmounted while the overlay
+/// is mounted: the daemon holds private clones of their mounts, so the overlay works on, and the
+/// filesystems go away once it is unmounted.
+#[test]
+fn layer_filesystems_unmounted_under_a_live_mount() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fx = Fixture::new();
+    let mount = fx.mount();
+    fx.lower.unmount().unwrap();
+    fx.upper.unmount().unwrap();
+    use_mount(&fx.mnt, 0);
+    fs::write(fx.mnt.join("written after"), "kept\n").unwrap();
+    mount.unmount();
+    fx.lower.mount();
+    fx.upper.mount();
+    assert_eq!(read(&fx.upper.dir.join("upper/written after")), "kept\n");
+    assert_eq!(
+        fs::read(fx.upper.dir.join("upper/dir/file0"))
+            .unwrap()
+            .len(),
+        (64 << 10) + "copied up\n".len()
+    );
+    assert_eq!(
+        fs::read(fx.lower.dir.join("layer/dir/file0")).unwrap(),
+        pattern(64 << 10, 0),
+        "the lower file changed"
+    );
 }

@@ -346,7 +346,8 @@ impl Filesystem for CowFs {
         guarded("rename", || {
             let renamed = self.inode(parent).and_then(|from| {
                 let to = self.inode(newparent)?;
-                self.overlay.rename(&from, name, &to, newname, flags.bits())
+                let flags = crate::sys::RenameFlags::from_bits_retain(flags.bits());
+                self.overlay.rename(&from, name, &to, newname, flags)
             });
             reply.answer(&self.ttl, renamed);
         });
@@ -560,6 +561,8 @@ impl Filesystem for CowFs {
         guarded("setxattr", || {
             let set = self.on_inode(ino, |inode| {
                 let caller = Some(caller_of(req));
+                // XATTR_CREATE / XATTR_REPLACE, as the caller gave them.
+                let flags = crate::sys::XattrFlags::from_bits_retain(flags as u32);
                 self.overlay.setxattr_by(inode, name, value, flags, caller)
             });
             reply.answer(&self.ttl, set);

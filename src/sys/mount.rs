@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::mount::OpenTreeFlags;
 
-use super::{CWD, Errno, SysResult};
+use super::{CWD, Errno, Mode, OFlags, SysResult};
 
 /// When reads of files change their access times.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,4 +79,69 @@ pub fn set_mount_atime(mount: BorrowedFd<'_>, mode: AtimeMode) -> SysResult<()> 
         ));
     }
     Ok(())
+}
+
+/// Lazily detaches the mount at `path` (root only).
+pub fn unmount(path: &std::path::Path, lazy: bool) -> SysResult<()> {
+    let flags = if lazy {
+        rustix::mount::UnmountFlags::DETACH
+    } else {
+        rustix::mount::UnmountFlags::empty()
+    };
+    rustix::mount::unmount(path, flags)
+}
+
+/// Kernel mount flags for a FUSE mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountFlags {
+    pub read_only: bool,
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+/// Opens /dev/fuse and mounts it at `mountpoint` as type `fuse.<subtype>`.
+/// Needs CAP_SYS_ADMIN; `Err(PERM)` tells the caller to use fusermount3.
+pub fn fuse_mount(
+    mountpoint: &std::path::Path,
+    source: &str,
+    subtype: &str,
+    flags: MountFlags,
+    options: &str,
+) -> SysResult<OwnedFd> {
+    use rustix::mount::MountFlags as Ms;
+    let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let root = rustix::fs::stat(mountpoint)?;
+    let data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={}{}{}",
+        dev.as_raw_fd(),
+        root.st_mode & libc::S_IFMT,
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+        if options.is_empty() { "" } else { "," },
+        options
+    );
+    let mut ms = Ms::empty();
+    for (on, flag) in [
+        (flags.read_only, Ms::RDONLY),
+        (flags.nodev, Ms::NODEV),
+        (flags.nosuid, Ms::NOSUID),
+        (flags.noexec, Ms::NOEXEC),
+        (flags.noatime, Ms::NOATIME),
+    ] {
+        if on {
+            ms |= flag;
+        }
+    }
+    let fstype = format!("fuse.{subtype}");
+    let data = std::ffi::CString::new(data).map_err(|_| Errno::INVAL)?;
+    rustix::mount::mount(
+        source,
+        mountpoint,
+        fstype.as_str(),
+        ms,
+        Some(data.as_c_str()),
+    )?;
+    Ok(dev)
 }

@@ -1,0 +1,116 @@
+//! Extended attributes, read and written through the object's own fd (or
+//! `/proc/self/fd/N` for an `O_PATH` fd).
+
+use super::*;
+
+fn xattr_result<T>(r: SysResult<T>) -> SysResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::NODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a whole xattr value; `None` when absent.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>> {
+    let path = proc_path(fd);
+    // Most values (overlay xattrs, ACLs) are short: one call reads them.
+    let mut small = [0u8; 256];
+    match xattr_result(rustix::fs::getxattr(path.as_cstr(), name, &mut small[..])) {
+        Ok(Some(len)) => return Ok(Some(small[..len].to_vec())),
+        Ok(None) => return Ok(None),
+        Err(Errno::RANGE) => {}
+        Err(e) => return Err(e),
+    }
+    loop {
+        let Some(size) = xattr_result(rustix::fs::getxattr_query(path.as_cstr(), name))? else {
+            return Ok(None);
+        };
+        let mut value = vec![0u8; size];
+        match xattr_result(rustix::fs::getxattr(path.as_cstr(), name, &mut value[..])) {
+            Ok(Some(len)) => {
+                value.truncate(len);
+                return Ok(Some(value));
+            }
+            Ok(None) => return Ok(None),
+            // The value grew between the two calls: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the xattr is set with a first byte equal to `flag`.
+pub fn xattr_first_byte(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<u8>> {
+    let mut byte = [0u8; 1];
+    match rustix::fs::getxattr(proc_path(fd).as_cstr(), name, &mut byte[..]) {
+        Ok(0) => Ok(Some(0)),
+        Ok(_) => Ok(Some(byte[0])),
+        Err(Errno::RANGE) => {
+            // Longer than one byte: read it whole, only the first byte counts.
+            Ok(get_xattr(fd, name)?.and_then(|v| v.first().copied()))
+        }
+        Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets an xattr on an open file or an `O_PATH` fd. The fd's own call goes
+/// first: it needs no walk through /proc, and on an `O_PATH` fd it fails at
+/// once with EBADF.
+pub fn set_xattr(
+    fd: BorrowedFd<'_>,
+    name: &OsStr,
+    value: &[u8],
+    flags: XattrFlags,
+) -> SysResult<()> {
+    match rustix::fs::fsetxattr(fd, name, value, flags) {
+        Err(Errno::BADF) => rustix::fs::setxattr(proc_path(fd).as_cstr(), name, value, flags),
+        done => done,
+    }
+}
+
+/// The xattr names of an open file or an `O_PATH` fd: through the fd when
+/// it is an open file (as in `set_xattr`), else through /proc.
+pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    match rustix::fs::flistxattr_query(fd) {
+        Ok(_) => read_xattr_list(
+            || rustix::fs::flistxattr_query(fd),
+            |list| rustix::fs::flistxattr(fd, list),
+        ),
+        Err(Errno::BADF) => {
+            let path = proc_path(fd);
+            read_xattr_list(
+                || rustix::fs::listxattr_query(path.as_cstr()),
+                |list| rustix::fs::listxattr(path.as_cstr(), list),
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sizes the list, then reads it, again if it grew in between.
+fn read_xattr_list(
+    query: impl Fn() -> SysResult<usize>,
+    read: impl Fn(&mut [u8]) -> SysResult<usize>,
+) -> SysResult<Vec<u8>> {
+    loop {
+        let size = query()?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut list = vec![0u8; size];
+        match read(&mut list[..]) {
+            Ok(len) => {
+                list.truncate(len);
+                return Ok(list);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::removexattr(proc_path(fd).as_cstr(), name)
+}
