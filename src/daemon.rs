@@ -126,7 +126,7 @@ fn write_pid_file(path: Option<&Path>) -> anyhow::Result<()> {
 
 /// A live mount and how to take it down.
 pub struct Mounted {
-    session: fuser::Session<fuse_adapter::CowFs>,
+    session: fuse_adapter::Session,
     unmount: Unmounter,
     overlay: Arc<Overlay>,
 }
@@ -135,7 +135,7 @@ enum Unmounter {
     /// Mounted with mount(2); taken down with umount2(2).
     Syscall(PathBuf),
     /// Mounted through fusermount3 (no privilege); it unmounts too.
-    Fusermount(fuser::SessionUnmounter),
+    Fusermount(fuse_adapter::FusermountUnmounter),
 }
 
 impl Unmounter {
@@ -191,7 +191,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
                     plan.mountpoint.display()
                 )
             })?;
-            let unmount = Unmounter::Fusermount(session.unmount_callable());
+            let unmount = Unmounter::Fusermount(session.fusermount_unmounter());
             Ok(Mounted {
                 session,
                 unmount,

@@ -33,7 +33,7 @@ mod session;
 use convert::{caller_of, file_attr, kind_of, set_time};
 use passthrough::{Backings, OpenMode};
 use reply::{Answer, XattrValue, answer_lookup, errno};
-pub use session::{serve, serve_through_fusermount};
+pub use session::{FusermountUnmounter, Session, serve, serve_through_fusermount};
 
 pub struct CowFs {
     overlay: Arc<Overlay>,

@@ -7,12 +7,42 @@ use std::sync::Arc;
 use super::CowFs;
 use crate::overlay::Overlay;
 
+/// A FUSE session serving one mount.
+pub struct Session {
+    inner: fuser::Session<CowFs>,
+}
+
+/// Unmounts a mount made through fusermount3 (which alone may unmount it).
+pub struct FusermountUnmounter {
+    inner: fuser::SessionUnmounter,
+}
+
+impl FusermountUnmounter {
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        self.inner.unmount()
+    }
+}
+
+impl Session {
+    /// Serves requests until the mount is gone.
+    pub fn run(self) -> std::io::Result<()> {
+        self.inner.run()
+    }
+
+    /// What unmounts a mount made through fusermount3.
+    pub fn fusermount_unmounter(&mut self) -> FusermountUnmounter {
+        FusermountUnmounter {
+            inner: self.inner.unmount_callable(),
+        }
+    }
+}
+
 /// Starts serving an already mounted `/dev/fuse` fd with `threads` threads.
 pub fn serve(
     overlay: Arc<Overlay>,
     dev_fuse: std::os::fd::OwnedFd,
     threads: usize,
-) -> std::io::Result<fuser::Session<CowFs>> {
+) -> std::io::Result<Session> {
     let mut config = fuser::Config::default();
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
@@ -23,7 +53,7 @@ pub fn serve(
         config,
     )?;
     tell_kernel_of_attr_changes(&overlay, &session);
-    Ok(session)
+    Ok(Session { inner: session })
 }
 
 /// Attribute changes the kernel did not ask for reach it as inode
@@ -44,7 +74,7 @@ pub fn serve_through_fusermount(
     mountpoint: &Path,
     flags: crate::sys::MountFlags,
     threads: usize,
-) -> std::io::Result<fuser::Session<CowFs>> {
+) -> std::io::Result<Session> {
     use fuser::MountOption;
     let mut config = fuser::Config::default();
     config.n_threads = Some(threads.max(1));
@@ -68,5 +98,5 @@ pub fn serve_through_fusermount(
     }
     let session = fuser::Session::new(CowFs::new(overlay.clone()), mountpoint, &config)?;
     tell_kernel_of_attr_changes(&overlay, &session);
-    Ok(session)
+    Ok(Session { inner: session })
 }
