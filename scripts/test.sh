@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole cowfs test suite: formatting, clippy, benches build, all tests (release build).
 #
-#   scripts/test.sh [extra cargo test args...]     e.g. scripts/test.sh --test cli
+#   scripts/test.sh [extra cargo test args...]     e.g. scripts/test.sh cli::   (the tests of tests/cli.rs)
 #
 # Runs as root on Debian/Ubuntu: installs fuse3, attr, sqlite3 and e2fsprogs when missing and makes
 # sure /dev/fuse exists. Exits non-zero on any failure, and when the tests leave a FUSE mount behind.

@@ -12,9 +12,7 @@
 //! The fixture unmounts anything still mounted under it when dropped (tmpfs made by a test, or a
 //! FUSE mount left by a binary that wrongly accepted its input), so a failing case leaves no mount.
 
-mod cli_support;
-
-use cli_support::*;
+use crate::cli_support::*;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------

@@ -11,9 +11,6 @@
 //!
 //! `COWFS_LONG=1`: 200 kills, 200 MiB files. `COWFS_SEED=N` replays a seed (kill timing varies).
 
-mod common;
-mod reliability_support;
-
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -22,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
-use reliability_support::*;
+use crate::common::*;
+use crate::reliability_support::*;
 
 #[derive(Clone, PartialEq, Eq)]
 enum Node {

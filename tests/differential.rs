@@ -2,9 +2,7 @@
 //! overlayfs must give the same merged tree and the same upper dir; and each implementation must
 //! read the upper dir the other one wrote.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;

@@ -5,9 +5,7 @@
 //!
 //! Every test has a deadline (see `dropin_support::Fix`) and leaves nothing mounted or running.
 
-mod dropin_support;
-
-use dropin_support::*;
+use crate::dropin_support::*;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

@@ -3,9 +3,7 @@
 //! copy was renamed into. With `volatile`, it syncs nothing.
 //! Watched with strace on the daemon (file descriptors decoded to paths).
 
-mod daemon_support;
-
-use daemon_support::{Daemon, wait_mounted};
+use crate::daemon_support::{Daemon, wait_mounted};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;

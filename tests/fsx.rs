@@ -5,17 +5,14 @@
 //!
 //! ~5k ops per variant in CI; `COWFS_LONG=1`: 100k.
 
-mod common;
-mod reliability_support;
-
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use common::*;
-use reliability_support::*;
+use crate::common::*;
+use crate::reliability_support::*;
 
 const MAX_LEN: u64 = 1 << 20;
 const PAGE: u64 = 4096;

@@ -7,9 +7,6 @@
 //! setxattr/write, rename, unlink) under a deadline, then compares a full snapshot of the canary
 //! (content, mode, owner, xattrs, mtime) and of the lowers with the one taken before.
 
-mod common;
-mod reliability_support;
-
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -20,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
-use reliability_support::*;
+use crate::common::*;
+use crate::reliability_support::*;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 

@@ -9,9 +9,7 @@
 //! layers through private clones of their mounts (as kernel overlayfs does), so what it holds
 //! never keeps those mounts busy.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};

@@ -3,12 +3,8 @@
 //! index=on) is the reference wherever it has an answer. Copy-up, ACLs, locks, mmap, O_APPEND,
 //! O_DIRECT and dir nlink are in tests/posix_copyup.rs.
 
-mod common;
-#[path = "common/posix_support.rs"]
-mod posix_support;
-
-use common::*;
-use posix_support::*;
+use crate::common::*;
+use crate::posix_support::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

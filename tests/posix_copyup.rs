@@ -4,12 +4,8 @@
 //! (redirect_dir=on, metacopy=on, index=on) sharing the same lowers, so the expectations are
 //! checked against the kernel each time.
 
-mod common;
-#[path = "common/posix_support.rs"]
-mod posix_support;
-
-use common::*;
-use posix_support::*;
+use crate::common::*;
+use crate::posix_support::*;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;

@@ -4,12 +4,8 @@
 //! writes through a shared mapping. Each compares with kernel overlayfs (or, for the drop-in
 //! details, fuse-overlayfs) on the same layers.
 
-mod common;
-#[path = "common/posix_support.rs"]
-mod posix_support;
-
-use common::*;
-use posix_support::*;
+use crate::common::*;
+use crate::posix_support::*;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

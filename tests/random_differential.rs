@@ -8,9 +8,7 @@
 //! longer sequences with a time-based seed. A failure is shrunk (drop one op at a time) before
 //! being reported.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

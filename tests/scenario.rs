@@ -1,9 +1,7 @@
 //! Acceptance scenario: the short CLI without --workdir, daemon mode, ~30 behaviours in one run,
 //! persistence across `cowfs umount` + mount, and finally kernel overlayfs over the same upper.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -1,9 +1,7 @@
 //! One or more tests per behaviour in notes/SPEC.md, each on its own layers and mount:
 //! copy-up, setattr, xattrs, special files, data operations.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;

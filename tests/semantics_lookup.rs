@@ -1,9 +1,7 @@
 //! One or more tests per behaviour in notes/SPEC.md, each on its own layers and mount:
 //! name resolution, whiteouts, opaque dirs, readdir, inode numbers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;

@@ -1,9 +1,7 @@
 //! One or more tests per behaviour in notes/SPEC.md, each on its own layers and mount:
 //! unlink, rmdir, rename, link, read-only mounts, remount, cleanup.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 

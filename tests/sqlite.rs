@@ -7,9 +7,7 @@
 //! Uses the sqlite3 CLI (installed by scripts/test.sh). CI: 2,000 transactions;
 //! `COWFS_LONG=1`: 20,000.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;

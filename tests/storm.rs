@@ -10,9 +10,7 @@
 //!
 //! CI size: 4 workers x 300 rounds (a few seconds); `COWFS_LONG=1`: 4 x 10,000.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};

@@ -8,9 +8,6 @@
 //! * resources: walking ~100k lower inodes then dropping the kernel's caches brings the daemon's
 //!   RSS back near its start and keeps its fd count bounded.
 
-mod common;
-mod reliability_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -20,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use reliability_support::*;
+use crate::common::*;
+use crate::reliability_support::*;
 
 fn time_bound() -> Duration {
     if long_mode() {
