@@ -291,7 +291,7 @@ fn dir_renames_survive_remount_and_kernel_reads_the_upper() {
     m.unmount();
     let work = l.fresh_dir("kwork");
     let kmnt = l.fresh_dir("kmnt");
-    let k = KOverlay::try_mount(&l.lowers, &l.upper, &work, &kmnt, "redirect_dir=on")
+    let k = KernelOverlay::try_mount(&l.lowers, &l.upper, &work, &kmnt, "redirect_dir=on")
         .unwrap_or_else(|e| panic!("{e}"));
     assert_trees_eq(
         &snap,
@@ -570,7 +570,7 @@ fn kernel_with_redirect_metacopy_index_reads_what_cowfs_wrote() {
     assert!(big_blocks < 64, "chmod copied data: {big_blocks} blocks");
 
     let kmnt = l.fresh_dir("kmnt");
-    let k = KOverlay::try_mount(&l.lowers, &l.upper, &l.work, &kmnt, KERNEL_FULL_OPTS)
+    let k = KernelOverlay::try_mount(&l.lowers, &l.upper, &l.work, &kmnt, KERNEL_FULL_OPTS)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_trees_eq(
         &snap,

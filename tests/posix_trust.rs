@@ -394,7 +394,7 @@ fn atime_both(opt: &str) -> Vec<String> {
     let upper = l.fresh_dir("k-upper");
     let work = l.fresh_dir("k-work");
     let kmnt = l.fresh_dir("k-mnt");
-    let k = KOverlay::try_mount(&l.lowers, &upper, &work, &kmnt, opt).unwrap();
+    let k = KernelOverlay::try_mount(&l.lowers, &upper, &work, &kmnt, opt).unwrap();
     let want = atime_steps(&k.mnt, &k.upper);
     k.unmount();
     let l = atime_fixture();

@@ -400,32 +400,6 @@ fn walk_dirs(root: &Path, dirs: std::ops::Range<usize>) -> usize {
     n
 }
 
-/// Lazily unmounts a tmpfs on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Tmpfs {
-        let c = cstr(at);
-        let r = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                c.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                c"size=1g,mode=0755".as_ptr().cast(),
-            )
-        };
-        assert_eq!(r, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        lazy_umount(&self.0);
-    }
-}
-
 // Fields drop in order: the cowfs mount goes before the tmpfs lower under it.
 struct Walked {
     mount: CowfsMount,
@@ -447,7 +421,7 @@ fn inode_fixture() -> Walked {
     };
     let layers = Layers::new(1);
     // the lower on tmpfs: 100k inodes made in a second or two
-    let tmpfs = Tmpfs::mount(layers.lower(0));
+    let tmpfs = Tmpfs::mount_sized(layers.lower(0), "1g");
     let t0 = Instant::now();
     for d in 0..dirs {
         let dp = layers.lower(0).join(format!("d{d:03}"));

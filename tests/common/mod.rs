@@ -3,6 +3,7 @@
 //! * [`Layers`]: a fixture of lower dirs, upper, work dir and mountpoint inside a `TempDir`.
 //! * [`CowfsMount`]: guard around a running cowfs daemon; unmounts and reaps it on drop.
 //! * [`KernelOverlay`]: guard around a kernel overlayfs mount (the reference implementation).
+//! * [`Tmpfs`]: a tmpfs mounted for the length of a test.
 //! * [`LoopFs`]: a loop-mounted ext4 image, for layers on a filesystem of their own.
 //! * [`tree_snapshot`] / [`assert_trees_eq`]: compare whole trees, never following symlinks.
 //!
