@@ -17,14 +17,17 @@ fuse_mounts() { awk '$3 ~ /^fuse(\.|$)/ {print $2}' /proc/self/mounts | sort; }
 start=$SECONDS
 
 # --- system prerequisites ------------------------------------------------------------------------
-if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1; then
+# fuse3 (fusermount3), attr (getfattr), e2fsprogs (mkfs.ext4 for the power-cut test's upper
+# image), libcap2-bin (setcap/getcap for the file capability tests).
+if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1 ||
+    ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v setcap >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        step "installing fuse3 attr"
+        step "installing fuse3 attr e2fsprogs libcap2-bin"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq fuse3 attr >/dev/null
+        apt-get install -y -qq fuse3 attr e2fsprogs libcap2-bin >/dev/null
     else
-        warn "fusermount3/getfattr missing and cannot apt-get install fuse3 attr (not root or no apt)"
+        warn "fusermount3/getfattr/mkfs.ext4/setcap missing and cannot apt-get install them (not root or no apt)"
     fi
 fi
 if [ ! -c /dev/fuse ]; then
@@ -45,8 +48,9 @@ mounts_before=$(fuse_mounts)
 step "cargo fmt --check"
 cargo fmt --check
 
-step "cargo clippy --all-targets -- -D warnings"
+step "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --all-features -- -D warnings
 
 # Benches build with the release-derived bench profile, sharing dependencies with the tests below.
 if [ -d benches ]; then
@@ -55,11 +59,13 @@ if [ -d benches ]; then
 fi
 
 # --- tests ---------------------------------------------------------------------------------------
-step "cargo test --release --no-fail-fast $*"
+# fault-injection: the copy-up error path tests (tests/copyup_faults.rs) inject errors; without
+# a fault file the hook does nothing.
+step "cargo test --release --features fault-injection --no-fail-fast $*"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-timeout --kill-after=30s 20m cargo test --release --no-fail-fast "$@" 2>&1 | tee "$log"
+timeout --kill-after=30s 20m cargo test --release --features fault-injection --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" -ne 124 ] || warn "cargo test timed out after 20 minutes"

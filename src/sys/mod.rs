@@ -15,7 +15,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 mod copy;
-pub use copy::{copy_file_data, copy_file_range};
+mod durable;
+pub mod fault;
+pub use copy::{Copied, copy_file_data, copy_file_range};
+pub use durable::{DataOrdering, data_ordering_of, write_back};
 
 pub use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,

@@ -3,6 +3,7 @@
 //! * [`Layers`]: a fixture of lower dirs, upper, work dir and mountpoint inside a `TempDir`.
 //! * [`CowfsMount`]: guard around a running cowfs daemon; unmounts and reaps it on drop.
 //! * [`KernelOverlay`]: guard around a kernel overlayfs mount (the reference implementation).
+//! * [`LoopFs`]: guard around a loop-mounted filesystem image.
 //! * [`tree_snapshot`] / [`assert_trees_eq`]: compare whole trees, never following symlinks.
 //!
 //! Only `std`, `libc` and `tempfile` are used.
@@ -10,6 +11,7 @@
 
 mod checks;
 mod layers;
+mod loopfs;
 mod mount;
 mod snapshot;
 mod sys;
@@ -19,6 +21,8 @@ mod sys;
 pub use checks::*;
 #[allow(unused_imports)]
 pub use layers::*;
+#[allow(unused_imports)]
+pub use loopfs::*;
 #[allow(unused_imports)]
 pub use mount::*;
 #[allow(unused_imports)]
