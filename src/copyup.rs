@@ -266,6 +266,8 @@ impl Overlay {
         // The source opened for reading, when its data is copied: its
         // xattrs are then read through it too (no walk through /proc).
         let mut opened_source = None;
+        // Data written back while the metadata is set, waited for at the end.
+        let mut unsynced = false;
         let copy = match kind {
             FileType::RegularFile => {
                 sys::fault::check("copyup-create")?;
@@ -281,7 +283,7 @@ impl Overlay {
                             work.dev,
                             &self.clone_unsupported,
                         )?;
-                        self.make_durable(to.as_fd(), copied)?;
+                        unsynced = self.start_durable(to.as_fd(), copied)?;
                         opened_source = Some(from);
                     }
                     // A sparse file of the right size: no data blocks.
@@ -328,16 +330,40 @@ impl Overlay {
         }
         sys::fault::check("copyup-times")?;
         sys::set_times(copy.as_fd(), &times_of(st))?;
+        if unsynced {
+            self.finish_durable(copy.as_fd())?;
+        }
         Ok(())
     }
 
     /// Puts the data `copied` into `fd` on disk before a name points at it,
     /// as cheaply as the upper filesystem allows (see `sys::DataOrdering`).
     /// Shared blocks (a clone) and empty files need nothing.
-    pub(crate) fn make_durable(&self, fd: BorrowedFd<'_>, copied: sys::Copied) -> OpResult<()> {
-        if copied != sys::Copied::Written {
-            return Ok(());
+    fn make_durable(&self, fd: BorrowedFd<'_>, copied: sys::Copied) -> OpResult<()> {
+        if self.start_durable(fd, copied)? {
+            self.finish_durable(fd)?;
         }
+        Ok(())
+    }
+
+    /// The first half of [`Overlay::make_durable`]: starts the writeback
+    /// (so the device works while other calls run) and says whether
+    /// [`Overlay::finish_durable`] must follow before the copy is placed.
+    fn start_durable(&self, fd: BorrowedFd<'_>, copied: sys::Copied) -> OpResult<bool> {
+        if copied != sys::Copied::Written {
+            return Ok(false);
+        }
+        match self.data_ordering {
+            sys::DataOrdering::Nothing => Ok(false),
+            sys::DataOrdering::WriteBack => {
+                sys::start_write_back(fd)?;
+                Ok(true)
+            }
+            sys::DataOrdering::Sync => Ok(true),
+        }
+    }
+
+    fn finish_durable(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
         sys::fault::check("copyup-sync")?;
         match self.data_ordering {
             sys::DataOrdering::Nothing => Ok(()),

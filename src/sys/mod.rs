@@ -18,7 +18,7 @@ mod copy;
 mod durable;
 pub mod fault;
 pub use copy::{Copied, copy_file_data, copy_file_range};
-pub use durable::{DataOrdering, data_ordering_of, write_back};
+pub use durable::{DataOrdering, data_ordering_of, start_write_back, write_back};
 
 pub use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
