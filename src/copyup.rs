@@ -8,7 +8,7 @@
 //! so a long copy stalls nothing else.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::error::OpResult;
@@ -84,8 +84,11 @@ impl Overlay {
             mode
         };
         let mut temp = work.temp();
-        match &index_key {
-            Some(key) => self.ensure_indexed(work, key, source_fd.as_fd(), source.layer, &st)?,
+        let writing_back = match &index_key {
+            Some(key) => {
+                self.ensure_indexed(work, key, source_fd.as_fd(), source.layer, &st)?;
+                None
+            }
             None => self.build_copy(
                 work,
                 temp.name(),
@@ -95,7 +98,7 @@ impl Overlay {
                 mode,
                 false,
             )?,
-        }
+        };
         // The copy's O_PATH fd, taken before it moves: it stays valid after
         // the rename, so nothing that follows it can fail to find the copy.
         let copy = match &index_key {
@@ -108,6 +111,10 @@ impl Overlay {
             // dir must look up the origins of its entries from then on.
             self.mark_impure(parent_fd.as_fd())?;
             parent.set_known_impure();
+        }
+        if let Some(fd) = writing_back {
+            // Last before the rename, and outside the dir's lock.
+            self.finish_durable(fd.as_fd())?;
         }
 
         let restored_times = {
@@ -177,7 +184,7 @@ impl Overlay {
         &self,
         inode: &Arc<Inode>,
         parent: &Arc<Inode>,
-        parent_fd: &std::os::fd::OwnedFd,
+        parent_fd: &OwnedFd,
         name: &Arc<OsStr>,
     ) -> OpResult<RealRef> {
         let placed = sys::open_path(parent_fd.as_fd(), name)?;
@@ -248,7 +255,10 @@ impl Overlay {
     }
 
     /// Makes a copy of the object `source` (stat `st`) named `temp` in the
-    /// work dir, with all its metadata.
+    /// work dir, with all its metadata. Returns the copy's fd if its data is
+    /// still being written back: [`Overlay::finish_durable`] must wait for
+    /// it before the copy is placed (the wait comes as late as it can, so
+    /// the device works while the other calls run).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn build_copy(
         &self,
@@ -259,14 +269,14 @@ impl Overlay {
         st: &Stat,
         mode: CopyUp,
         indexed: bool,
-    ) -> OpResult<()> {
+    ) -> OpResult<Option<OwnedFd>> {
         let kind = sys::file_type(st);
         // A file's metadata is set through the fd it was written through;
         // other objects are reached by an O_PATH fd.
         // The source opened for reading, when its data is copied: its
         // xattrs are then read through it too (no walk through /proc).
         let mut opened_source = None;
-        // Data written back while the metadata is set, waited for at the end.
+        // Data written back while the metadata is set, waited for later.
         let mut unsynced = false;
         let copy = match kind {
             FileType::RegularFile => {
@@ -330,10 +340,7 @@ impl Overlay {
         }
         sys::fault::check("copyup-times")?;
         sys::set_times(copy.as_fd(), &times_of(st))?;
-        if unsynced {
-            self.finish_durable(copy.as_fd())?;
-        }
-        Ok(())
+        Ok(unsynced.then_some(copy))
     }
 
     /// Puts the data `copied` into `fd` on disk before a name points at it,
@@ -363,7 +370,9 @@ impl Overlay {
         }
     }
 
-    fn finish_durable(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
+    /// The second half: waits until the data started by
+    /// [`Overlay::start_durable`] is on disk (or syncs it).
+    pub(crate) fn finish_durable(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
         sys::fault::check("copyup-sync")?;
         match self.data_ordering {
             sys::DataOrdering::Nothing => Ok(()),

@@ -79,11 +79,15 @@ impl Overlay {
             return Ok(());
         }
         let mut temp = work.temp();
-        self.build_copy(work, temp.name(), source, layer, st, CopyUp::Data, true)?;
+        let writing_back =
+            self.build_copy(work, temp.name(), source, layer, st, CopyUp::Data, true)?;
         let copy = sys::open_path(work.fd(), temp.name())?;
         if let Some(ns) = self.xattr_ns() {
             // Every lower name shows the copy: the count is the lower one.
             sys::set_xattr(copy.as_fd(), ns.nlink(), b"L+0", 0)?;
+        }
+        if let Some(fd) = writing_back {
+            self.finish_durable(fd.as_fd())?;
         }
         match sys::rename(
             work.fd(),
