@@ -1,9 +1,10 @@
 //! Copy-up: giving a lower object a copy in the upper dir before it changes.
 //!
-//! The copy is built whole in the work dir (data, then xattrs, owner, mode
-//! and times) and renamed into place, so the upper dir never shows a
-//! half-made copy, even after a crash. Missing parent dirs are copied up
-//! first. A per-inode lock makes concurrent writers share one copy-up, and
+//! The copy is built whole in the work dir (data, then xattrs, owner, mode,
+//! capabilities and times), its data is on disk before it is renamed into
+//! place, so the upper dir never shows a half-made copy, even after a crash
+//! or a power cut; a failed copy leaves no temp behind. Missing parent dirs
+//! are copied up first. A per-inode lock makes concurrent writers share one copy-up, and
 //! no lock other than the parent's name lock (for the final rename) is held,
 //! so a long copy stalls nothing else.
 
@@ -357,6 +358,8 @@ impl Overlay {
     /// (so the device works while other calls run) and says whether
     /// [`Overlay::finish_durable`] must follow before the copy is placed.
     fn start_durable(&self, fd: BorrowedFd<'_>, copied: sys::Copied) -> OpResult<bool> {
+        // Here, whatever the upper fs, so a test can fail this step anywhere.
+        sys::fault::check("copyup-sync")?;
         if copied != sys::Copied::Written {
             return Ok(false);
         }
@@ -373,7 +376,6 @@ impl Overlay {
     /// The second half: waits until the data started by
     /// [`Overlay::start_durable`] is on disk (or syncs it).
     pub(crate) fn finish_durable(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
-        sys::fault::check("copyup-sync")?;
         match self.data_ordering {
             sys::DataOrdering::Nothing => Ok(()),
             sys::DataOrdering::WriteBack => sys::write_back(fd),
