@@ -47,12 +47,18 @@ enum Expect {
 }
 
 fn make_lower(lower: &Path) {
-    for kind in ["c", "o", "u", "x", "a", "t", "r", "h"] {
+    for kind in ["c", "o", "u", "x", "a", "t", "r", "h", "l", "m"] {
         for i in 0..PER_KIND {
             write_file(&lower.join(format!("{kind}{i}")), content(kind, i));
         }
     }
     for i in 0..PER_KIND {
+        // Two names of one lower file: copied up once, into the index.
+        fs::hard_link(
+            lower.join(format!("l{i}")),
+            lower.join(format!("l{i}.twin")),
+        )
+        .unwrap();
         for j in 0..2 {
             write_file(
                 &lower.join(format!("dir{i}/f{j}")),
@@ -122,6 +128,15 @@ fn change(mnt: &Path) -> Vec<Expect> {
                 content("dir", i * 2 + j),
             ));
         }
+        chmod(&p("l"), 0o600);
+        expect.push(Expect::File(name("l"), vec![content("l", i)]));
+        expect.push(Expect::File(format!("l{i}.twin"), vec![content("l", i)]));
+        // With metacopy=on: a metadata-only copy-up, then its data.
+        chmod(&p("m"), 0o600);
+        let mut file = fs::File::options().append(true).open(p("m")).unwrap();
+        file.write_all(SUFFIX).unwrap();
+        drop(file);
+        expect.push(Expect::Appended(name("m"), content("m", i), SUFFIX));
         fs::hard_link(p("h"), mnt.join(format!("h{i}.link"))).unwrap();
         expect.push(Expect::File(name("h"), vec![content("h", i)]));
         expect.push(Expect::File(format!("h{i}.link"), vec![content("h", i)]));
@@ -202,7 +217,7 @@ fn check(merged: &Path, expect: &[Expect]) -> Vec<String> {
 
 /// One round: changes, a cut after `wait`, and the check. Returns the
 /// problems and how many files were checked.
-fn round(wait: Duration) -> (Vec<String>, usize) {
+fn round(wait: Duration, options: &[&str]) -> (Vec<String>, usize) {
     let mut layers = Layers::new(1);
     make_lower(layers.lower(0));
     let img = layers.root.join("upper.img");
@@ -216,7 +231,7 @@ fn round(wait: Duration) -> (Vec<String>, usize) {
     // on a disk that has been in use.
     nix_sync();
 
-    let mount = layers.mount();
+    let mount = layers.mount_with(options);
     let expect = change(&layers.mnt);
     std::thread::sleep(wait);
     let cut = layers.root.join("cut.img");
@@ -226,11 +241,13 @@ fn round(wait: Duration) -> (Vec<String>, usize) {
 
     let cutfs = LoopFs::mount(&cut, &layers.root.join("cutfs"), "");
     let merged = layers.fresh_dir("merged");
-    let kernel = KernelOverlay::mount(
+    let metacopy = options.contains(&"metacopy=on");
+    let kernel = KernelOverlay::mount_with(
         &layers.lowers,
         &cutfs.mnt.join("upper"),
         &cutfs.mnt.join("work"),
         &merged,
+        if metacopy { "metacopy=on" } else { "" },
     );
     let bad = check(&merged, &expect);
     kernel.unmount();
@@ -247,7 +264,7 @@ fn nix_sync() {
     );
 }
 
-fn rounds(wait: Duration) {
+fn rounds(wait: Duration, options: &[&str]) {
     let n = if std::env::var_os("COWFS_LONG").is_some() {
         5
     } else {
@@ -255,9 +272,9 @@ fn rounds(wait: Duration) {
     };
     let mut failures = Vec::new();
     for r in 0..n {
-        let (bad, checked) = round(wait);
+        let (bad, checked) = round(wait, options);
         eprintln!(
-            "round {r} (cut after {wait:?}): {} of {checked} lower files lost",
+            "round {r} (cut after {wait:?}, {options:?}): {} of {checked} lower files lost",
             bad.len()
         );
         if !bad.is_empty() {
@@ -273,10 +290,16 @@ fn rounds(wait: Duration) {
 
 #[test]
 fn power_cut_right_after_the_changes() {
-    rounds(Duration::ZERO);
+    rounds(Duration::ZERO, &[]);
 }
 
 #[test]
 fn power_cut_after_the_journal_commit() {
-    rounds(AFTER_COMMIT);
+    rounds(AFTER_COMMIT, &[]);
+}
+
+/// Metadata-only copy-ups, and the data copied in later under the mark.
+#[test]
+fn power_cut_after_the_journal_commit_with_metacopy() {
+    rounds(AFTER_COMMIT, &["-o", "metacopy=on"]);
 }

@@ -477,12 +477,27 @@ pub struct KernelOverlay {
 
 impl KernelOverlay {
     pub fn mount(lowers: &[PathBuf], upper: &Path, work: &Path, mnt: &Path) -> KernelOverlay {
-        let opts = format!(
+        Self::mount_with(lowers, upper, work, mnt, "")
+    }
+
+    /// With more mount options (`extra`, comma-separated; may be empty).
+    pub fn mount_with(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mnt: &Path,
+        extra: &str,
+    ) -> KernelOverlay {
+        let mut opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             join_lowers(lowers),
             upper.display(),
             work.display()
         );
+        if !extra.is_empty() {
+            opts.push(',');
+            opts.push_str(extra);
+        }
         let out = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", &opts])
             .arg(mnt)
