@@ -17,17 +17,18 @@ fuse_mounts() { awk '$3 ~ /^fuse(\.|$)/ {print $2}' /proc/self/mounts | sort; }
 start=$SECONDS
 
 # --- system prerequisites ------------------------------------------------------------------------
-# fuse3 (fusermount3), attr (getfattr), e2fsprogs (mkfs.ext4 for the power-cut test's upper
-# image), libcap2-bin (setcap/getcap for the file capability tests).
+# fuse3 (fusermount3), attr (getfattr), e2fsprogs and xfsprogs (mkfs.ext4/mkfs.xfs for the
+# power-cut test's upper images), libcap2-bin (setcap/getcap for the file capability tests).
 if ! command -v fusermount3 >/dev/null 2>&1 || ! command -v getfattr >/dev/null 2>&1 ||
-    ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v setcap >/dev/null 2>&1; then
+    ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v mkfs.xfs >/dev/null 2>&1 ||
+    ! command -v setcap >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        step "installing fuse3 attr e2fsprogs libcap2-bin"
+        step "installing fuse3 attr e2fsprogs xfsprogs libcap2-bin"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq fuse3 attr e2fsprogs libcap2-bin >/dev/null
+        apt-get install -y -qq fuse3 attr e2fsprogs xfsprogs libcap2-bin >/dev/null
     else
-        warn "fusermount3/getfattr/mkfs.ext4/setcap missing and cannot apt-get install them (not root or no apt)"
+        warn "fusermount3/getfattr/mkfs.ext4/mkfs.xfs/setcap missing and cannot apt-get install them (not root or no apt)"
     fi
 fi
 if [ ! -c /dev/fuse ]; then

@@ -21,13 +21,18 @@ fn run(what: &str, cmd: &mut Command) -> String {
 /// Makes a journaled ext4 image of `mib` MiB at `img` (default mount options:
 /// data=ordered, delayed allocation, 5 s journal commit).
 pub fn make_ext4_image(img: &Path, mib: u64) {
+    make_image(img, mib, "ext4");
+}
+
+/// Makes an image of `mib` MiB at `img` with `mkfs.<fstype>` defaults.
+pub fn make_image(img: &Path, mib: u64, fstype: &str) {
     let file = fs::File::create(img).unwrap();
     file.set_len(mib << 20).unwrap();
     drop(file);
-    run(
-        "mkfs.ext4",
-        Command::new("mkfs.ext4").args(["-q", "-F"]).arg(img),
-    );
+    let mkfs = format!("mkfs.{fstype}");
+    // Quiet, and over whatever the file held.
+    let force = if fstype == "ext4" { "-F" } else { "-f" };
+    run(&mkfs, Command::new(&mkfs).args(["-q", force]).arg(img));
 }
 
 pub struct LoopFs {
