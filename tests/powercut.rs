@@ -1,17 +1,18 @@
 //! Power cuts after copy-up: the upper and work dirs sit on a journaled ext4
-//! (default options: delayed allocation, 5 s journal commit) in a loop-mounted
-//! image; the lower dir is on the normal disk. Changes are made through a
-//! cowfs mount, and then the image file is copied while everything is still
-//! mounted, without a sync: that copy is the disk as a power cut leaves it.
-//! The copy is mounted (ext4 replays its journal) and seen through kernel
-//! overlayfs over the same lower dir: every lower file must show its old
-//! content or its new one, never an empty or partial one, and an fsynced new
-//! file must be there in full.
+//! (default options: delayed allocation, 5 s journal commit) or an xfs in a
+//! loop-mounted image; the lower dir is on the normal disk. Changes are made
+//! through a cowfs mount, and then the image file is copied while everything
+//! is still mounted, without a sync: that copy is the disk as a power cut
+//! leaves it. The copy is mounted (the journal or log is replayed) and seen
+//! through kernel overlayfs over the same lower dir: every lower file must
+//! show its old content or its new one, never an empty or partial one, and
+//! an fsynced new file must be there in full.
 //!
-//! Two kinds of round: the copy right after the changes, and the copy about
-//! 7 s later, when ext4 has committed the renames of the copy-ups but (without
-//! a sync of the data) not yet written their data. `COWFS_LONG=1`: 5 rounds
-//! of each kind.
+//! Kinds of round: the copy right after the changes; about 7 s later, when
+//! ext4 has committed the renames of the copy-ups but (without a sync of the
+//! data) not yet written their data, also with metacopy=on; and right after
+//! an fsync of an unrelated file, which commits the renames at once, on ext4
+//! and on xfs. `COWFS_LONG=1`: 5 rounds of each kind.
 
 mod common;
 
