@@ -19,9 +19,10 @@ start=$SECONDS
 # --- system prerequisites ------------------------------------------------------------------------
 # What the tests run, as "command:Debian package": fusermount3 and getfattr everywhere; setfacl
 # in the ACL tests; fuse-overlayfs, the drop-in reference of tests/posix_trust.rs; sqlite3 in
-# tests/sqlite.rs; mkfs.ext4 for the loop-mounted layers of lifecycle, storm and powercut.
+# tests/sqlite.rs; mkfs.ext4 and mkfs.xfs for the loop-mounted layers of lifecycle, storm and
+# powercut; setcap/getcap for the file capability tests.
 prerequisites="fusermount3:fuse3 getfattr:attr setfacl:acl fuse-overlayfs:fuse-overlayfs
-    sqlite3:sqlite3 mkfs.ext4:e2fsprogs"
+    sqlite3:sqlite3 mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs setcap:libcap2-bin"
 missing=""
 for pair in $prerequisites; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
@@ -55,8 +56,9 @@ mounts_before=$(fuse_mounts)
 step "cargo fmt --check"
 cargo fmt --check
 
-# Test-only hooks (fault injection) are compiled in for the tests and their lints only.
-step "cargo clippy --all-targets --features test-hooks -- -D warnings"
+# Test-only hooks (fault injection) are compiled in for the tests; lint both builds.
+step "cargo clippy --all-targets (without and with --features test-hooks) -- -D warnings"
+cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features test-hooks -- -D warnings
 
 # Benches build with the release-derived bench profile, sharing dependencies with the tests below.
@@ -66,6 +68,8 @@ if [ -d benches ]; then
 fi
 
 # --- tests ---------------------------------------------------------------------------------------
+# test-hooks: the fault-injection tests (tests/hooks.rs: an injected panic, errors at each step
+# of a copy-up); without their environment the hooks do nothing.
 step "cargo test --release --features test-hooks --no-fail-fast $*"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

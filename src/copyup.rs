@@ -1,14 +1,15 @@
 //! Copy-up: giving a lower object a copy in the upper dir before it changes.
 //!
-//! The copy is built whole in the work dir (data, then xattrs, owner, mode
-//! and times) and renamed into place, so the upper dir never shows a
-//! half-made copy, even after a crash. Missing parent dirs are copied up
-//! first. A per-inode lock makes concurrent writers share one copy-up, and
+//! The copy is built whole in the work dir (data, then xattrs, owner, mode,
+//! capabilities and times), its data is on disk before it is renamed into
+//! place, so the upper dir never shows a half-made copy, even after a crash
+//! or a power cut; a failed copy leaves no temp behind. Missing parent dirs
+//! are copied up first. A per-inode lock makes concurrent writers share one copy-up, and
 //! no lock other than the parent's name lock (for the final rename) is held,
 //! so a long copy stalls nothing else.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::error::OpResult;
@@ -83,72 +84,82 @@ impl Overlay {
         } else {
             mode
         };
-        let temp = work.temp_name();
-        let built = match &index_key {
-            Some(key) => self.ensure_indexed(work, key, source_fd.as_fd(), source.layer, &st),
+        let mut temp = work.temp();
+        let writing_back = match &index_key {
+            Some(key) => {
+                self.ensure_indexed(work, key, source_fd.as_fd(), source.layer, &st)?;
+                None
+            }
             None => self.build_copy(
                 work,
-                &temp,
+                temp.name(),
                 source_fd.as_fd(),
                 source.layer,
                 &st,
                 mode,
                 false,
-            ),
+            )?,
         };
-        if let Err(e) = built {
-            work.remove(&temp);
-            return Err(e);
+        // The copy's O_PATH fd, taken before it moves: it stays valid after
+        // the rename, so nothing that follows it can fail to find the copy.
+        let copy = match &index_key {
+            Some(key) => self.indexed_fd(key)?,
+            None => sys::open_path(work.fd(), temp.name())?,
+        };
+        let copy_st = sys::fstat(copy.as_fd())?;
+        if !parent.known_impure() {
+            // Before the copy shows, as the kernel marks it: a listing of the
+            // dir must look up the origins of its entries from then on.
+            self.mark_impure(parent_fd.as_fd())?;
+            parent.set_known_impure();
+        }
+        if let Some(fd) = writing_back {
+            // Last before the rename, and outside the dir's lock.
+            self.finish_durable(fd.as_fd())?;
         }
 
-        let placed = {
+        let restored_times = {
             let _names = parent.dir_lock.lock();
             if inode.is_unlinked() {
-                Err(Errno::NOENT)
-            } else {
-                // A copy-up is no change the user made: the parent keeps its
-                // times, as the kernel keeps them.
-                let parent_before = sys::fstat(parent_fd.as_fd())?;
-                let renamed = match &index_key {
-                    Some(key) => self.link_from_index(key, parent_fd.as_fd(), &name),
-                    None => sys::rename(
-                        work.fd(),
-                        &temp,
-                        parent_fd.as_fd(),
-                        &name,
-                        sys::RenameFlags::NOREPLACE,
-                    ),
-                };
-                if renamed.is_ok() {
-                    if !parent.known_impure() {
-                        self.mark_impure(parent_fd.as_fd())?;
-                        parent.set_known_impure();
-                    }
-                    sys::set_times(parent_fd.as_fd(), &times_of(&parent_before))?;
+                return Err(Errno::NOENT);
+            }
+            // A copy-up is no change the user made: the parent keeps its
+            // times, as the kernel keeps them.
+            let parent_before = sys::fstat(parent_fd.as_fd())?;
+            sys::fault::check("copyup-rename")?;
+            let renamed = match &index_key {
+                Some(key) => self.link_from_index(key, parent_fd.as_fd(), &name),
+                None => sys::rename(
+                    work.fd(),
+                    temp.name(),
+                    parent_fd.as_fd(),
+                    &name,
+                    sys::RenameFlags::NOREPLACE,
+                ),
+            };
+            match renamed {
+                Ok(()) => {
+                    temp.placed();
+                    Some(sys::fault::check("copyup-parent-times").and_then(|()| {
+                        sys::set_times(parent_fd.as_fd(), &times_of(&parent_before))
+                    }))
                 }
-                renamed
+                // The dir was made in upper meanwhile (e.g. by a twin
+                // inode); it is the copy we wanted.
+                Err(Errno::EXIST) if inode.is_dir() => None,
+                Err(e) => return Err(e),
             }
         };
-        match placed {
-            Ok(()) => {}
-            Err(Errno::EXIST) if inode.is_dir() => {
-                // The dir was made in upper meanwhile (e.g. by a twin inode);
-                // it is the copy we wanted.
-                work.remove(&temp);
-            }
-            Err(e) => {
-                work.remove(&temp);
-                return Err(e);
-            }
-        }
+        let Some(restored_times) = restored_times else {
+            drop(temp);
+            return self.adopt_twin_dir(inode, &parent, &parent_fd, &name);
+        };
         // Its O_PATH fd goes into the cache: the caller's next step (chmod,
         // write, a create inside) reaches the copy through it.
-        let placed = sys::open_path(parent_fd.as_fd(), &name)?;
-        let placed_st = sys::fstat(placed.as_fd())?;
-        self.fds.insert(UPPER, placed_st.st_ino, Arc::new(placed));
+        self.fds.insert(UPPER, copy_st.st_ino, Arc::new(copy));
         let upper = RealRef {
             layer: UPPER,
-            real_ino: placed_st.st_ino,
+            real_ino: copy_st.st_ino,
             loc: Location::Child {
                 parent,
                 name: name.clone(),
@@ -162,6 +173,34 @@ impl Overlay {
             inode.set_origin_nlink(sys::nlink(&st));
         }
         tracing::debug!(ino = inode.ino, ?name, ?mode, "copied up");
+        // The copy is in place and recorded: a failure now fails the
+        // operation, and a retry finds the copy instead of tripping on it.
+        restored_times?;
+        Ok(upper)
+    }
+
+    /// A dir another inode copied up under the same name first: that dir
+    /// becomes this inode's upper.
+    fn adopt_twin_dir(
+        &self,
+        inode: &Arc<Inode>,
+        parent: &Arc<Inode>,
+        parent_fd: &OwnedFd,
+        name: &Arc<OsStr>,
+    ) -> OpResult<RealRef> {
+        let placed = sys::open_path(parent_fd.as_fd(), name)?;
+        let placed_st = sys::fstat(placed.as_fd())?;
+        self.fds.insert(UPPER, placed_st.st_ino, Arc::new(placed));
+        let upper = RealRef {
+            layer: UPPER,
+            real_ino: placed_st.st_ino,
+            loc: Location::Child {
+                parent: parent.clone(),
+                name: name.clone(),
+            },
+        };
+        inode.set_upper(upper.clone(), false);
+        self.attrs_changed(inode.ino);
         Ok(upper)
     }
 
@@ -193,13 +232,16 @@ impl Overlay {
             let source = layers.lowers.first().ok_or(Errno::IO)?;
             let from = sys::reopen(self.real_fd(source)?.as_fd(), OFlags::RDONLY)?;
             let lower_st = sys::fstat(from.as_fd())?;
-            sys::copy_file_data(
+            let copied = sys::copy_file_data(
                 from.as_fd(),
                 writable.as_fd(),
                 &lower_st,
                 before.st_dev,
                 &self.clone_unsupported,
             )?;
+            // The mark goes only once the data is on disk: without it the
+            // file reads from the upper copy.
+            self.make_durable(writable.as_fd(), copied)?;
         }
         sys::set_times(upper_fd.as_fd(), &times_of(&before))?;
         for ns in format::READ_NAMESPACES {
@@ -214,7 +256,10 @@ impl Overlay {
     }
 
     /// Makes a copy of the object `source` (stat `st`) named `temp` in the
-    /// work dir, with all its metadata.
+    /// work dir, with all its metadata. Returns the copy's fd if its data is
+    /// still being written back: [`Overlay::finish_durable`] must wait for
+    /// it before the copy is placed (the wait comes as late as it can, so
+    /// the device works while the other calls run).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn build_copy(
         &self,
@@ -225,26 +270,31 @@ impl Overlay {
         st: &Stat,
         mode: CopyUp,
         indexed: bool,
-    ) -> OpResult<()> {
+    ) -> OpResult<Option<OwnedFd>> {
         let kind = sys::file_type(st);
         // A file's metadata is set through the fd it was written through;
         // other objects are reached by an O_PATH fd.
         // The source opened for reading, when its data is copied: its
         // xattrs are then read through it too (no walk through /proc).
         let mut opened_source = None;
+        // Data written back while the metadata is set, waited for later.
+        let mut unsynced = false;
         let copy = match kind {
             FileType::RegularFile => {
+                sys::fault::check("copyup-create")?;
                 let to = sys::create_file(work.fd(), temp, OFlags::WRONLY, 0o600)?;
                 match mode {
                     CopyUp::Data => {
                         let from = sys::reopen(source, OFlags::RDONLY)?;
-                        sys::copy_file_data(
+                        sys::fault::check("copyup-data")?;
+                        let copied = sys::copy_file_data(
                             from.as_fd(),
                             to.as_fd(),
                             st,
                             work.dev,
                             &self.clone_unsupported,
                         )?;
+                        unsynced = self.start_durable(to.as_fd(), copied)?;
                         opened_source = Some(from);
                     }
                     // A sparse file of the right size: no data blocks.
@@ -260,7 +310,8 @@ impl Overlay {
         };
         // Data first: writing data clears security.capability.
         let xattr_source = opened_source.as_ref().map_or(source, |fd| fd.as_fd());
-        self.copy_xattrs(xattr_source, copy.as_fd())?;
+        sys::fault::check("copyup-xattrs")?;
+        let capability = self.copy_xattrs_but_capability(xattr_source, copy.as_fd())?;
         let hard_linked = kind != FileType::Directory && st.st_nlink > 1;
         if let Some(ns) = self.xattr_ns()
             && (!hard_linked || indexed)
@@ -276,13 +327,60 @@ impl Overlay {
         {
             sys::set_xattr(copy.as_fd(), ns.metacopy(), b"", sys::XattrFlags::empty())?;
         }
+        sys::fault::check("copyup-owner")?;
         give_owner(copy.as_fd(), st.st_uid, st.st_gid)?;
         if kind != FileType::Symlink {
             // After chown, which clears set-id bits.
+            sys::fault::check("copyup-mode")?;
             sys::chmod(copy.as_fd(), st.st_mode & 0o7777)?;
         }
+        if let Some(value) = capability {
+            // After chown too, which clears it (the kernel's copy-up sets
+            // the owner without that side effect).
+            self.copy_one_xattr(copy.as_fd(), OsStr::new(format::CAPABILITY_XATTR), &value)?;
+        }
+        sys::fault::check("copyup-times")?;
         sys::set_times(copy.as_fd(), &times_of(st))?;
+        Ok(unsynced.then_some(copy))
+    }
+
+    /// Puts the data `copied` into `fd` on disk before a name points at it,
+    /// as cheaply as the upper filesystem allows (see `sys::DataOrdering`).
+    /// Shared blocks (a clone) and empty files need nothing.
+    fn make_durable(&self, fd: BorrowedFd<'_>, copied: sys::Copied) -> OpResult<()> {
+        if self.start_durable(fd, copied)? {
+            self.finish_durable(fd)?;
+        }
         Ok(())
+    }
+
+    /// The first half of [`Overlay::make_durable`]: starts the writeback
+    /// (so the device works while other calls run) and says whether
+    /// [`Overlay::finish_durable`] must follow before the copy is placed.
+    fn start_durable(&self, fd: BorrowedFd<'_>, copied: sys::Copied) -> OpResult<bool> {
+        // Here, whatever the upper fs, so a test can fail this step anywhere.
+        sys::fault::check("copyup-sync")?;
+        if copied != sys::Copied::Written {
+            return Ok(false);
+        }
+        match self.data_ordering {
+            sys::DataOrdering::Nothing => Ok(false),
+            sys::DataOrdering::WriteBack => {
+                sys::start_write_back(fd)?;
+                Ok(true)
+            }
+            sys::DataOrdering::Sync => Ok(true),
+        }
+    }
+
+    /// The second half: waits until the data started by
+    /// [`Overlay::start_durable`] is on disk (or syncs it).
+    pub(crate) fn finish_durable(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
+        match self.data_ordering {
+            sys::DataOrdering::Nothing => Ok(()),
+            sys::DataOrdering::WriteBack => sys::write_back(fd),
+            sys::DataOrdering::Sync => sys::fsync(fd, true),
+        }
     }
 
     /// Makes the copy of a dir, symlink or device node named `temp`.
@@ -314,13 +412,20 @@ impl Overlay {
         Ok(())
     }
 
-    /// Copies the user-visible xattrs of `from` to `to`.
-    pub(crate) fn copy_xattrs(&self, from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> OpResult<()> {
+    /// Copies the user-visible xattrs of `from` to `to`, except
+    /// `security.capability`, whose value it returns: changing the owner
+    /// clears that one, so it must be set after.
+    fn copy_xattrs_but_capability(
+        &self,
+        from: BorrowedFd<'_>,
+        to: BorrowedFd<'_>,
+    ) -> OpResult<Option<Vec<u8>>> {
         let list = match sys::list_xattr(from) {
             Ok(list) => list,
-            Err(Errno::NOTSUP) => return Ok(()),
+            Err(Errno::NOTSUP) => return Ok(None),
             Err(e) => return Err(e),
         };
+        let mut capability = None;
         for name in format::xattr_names(&list) {
             if format::is_private_xattr(name) {
                 continue;
@@ -328,17 +433,26 @@ impl Overlay {
             let Some(value) = sys::get_xattr(from, name)? else {
                 continue;
             };
-            match sys::set_xattr(to, name, &value, sys::XattrFlags::empty()) {
-                Ok(()) => {}
-                // The upper fs or our privileges can't hold this one; the
-                // kernel skips such xattrs on copy-up too.
-                Err(Errno::NOTSUP) | Err(Errno::PERM) => {
-                    tracing::debug!(?name, "xattr not copied up");
-                }
-                Err(e) => return Err(e),
+            if name == format::CAPABILITY_XATTR {
+                capability = Some(value);
+                continue;
             }
+            self.copy_one_xattr(to, name, &value)?;
         }
-        Ok(())
+        Ok(capability)
+    }
+
+    fn copy_one_xattr(&self, to: BorrowedFd<'_>, name: &OsStr, value: &[u8]) -> OpResult<()> {
+        match sys::set_xattr(to, name, value, sys::XattrFlags::empty()) {
+            Ok(()) => Ok(()),
+            // The upper fs or our privileges can't hold this one; the
+            // kernel skips such xattrs on copy-up too.
+            Err(Errno::NOTSUP) | Err(Errno::PERM) => {
+                tracing::debug!(?name, "xattr not copied up");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -75,6 +75,10 @@ impl XattrNamespace {
 }
 
 /// Both namespaces, in the order they are read.
+/// File capabilities: cleared by a change of owner, so a copy-up sets
+/// them last.
+pub const CAPABILITY_XATTR: &str = "security.capability";
+
 pub const READ_NAMESPACES: [XattrNamespace; 2] = [XattrNamespace::Trusted, XattrNamespace::User];
 
 /// The value of the `opaque` xattr that marks a dir opaque.

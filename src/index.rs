@@ -78,28 +78,37 @@ impl Overlay {
         if self.indexed_upper(key)?.is_some() {
             return Ok(());
         }
-        let temp = work.temp_name();
-        let made = (|| -> OpResult<()> {
-            self.build_copy(work, &temp, source, layer, st, CopyUp::Data, true)?;
-            let copy = sys::open_path(work.fd(), &temp)?;
-            if let Some(ns) = self.xattr_ns() {
-                // Every lower name shows the copy: the count is the lower one.
-                sys::set_xattr(copy.as_fd(), ns.nlink(), b"L+0", sys::XattrFlags::empty())?;
+        let mut temp = work.temp();
+        let writing_back =
+            self.build_copy(work, temp.name(), source, layer, st, CopyUp::Data, true)?;
+        let copy = sys::open_path(work.fd(), temp.name())?;
+        if let Some(ns) = self.xattr_ns() {
+            // Every lower name shows the copy: the count is the lower one.
+            sys::set_xattr(copy.as_fd(), ns.nlink(), b"L+0", sys::XattrFlags::empty())?;
+        }
+        if let Some(fd) = writing_back {
+            self.finish_durable(fd.as_fd())?;
+        }
+        match sys::rename(
+            work.fd(),
+            temp.name(),
+            work.index_fd(),
+            &key.name,
+            sys::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                temp.placed();
+                Ok(())
             }
-            match sys::rename(
-                work.fd(),
-                &temp,
-                work.index_fd(),
-                &key.name,
-                sys::RenameFlags::NOREPLACE,
-            ) {
-                // Another name's copy-up won the race: use that one.
-                Ok(()) | Err(Errno::EXIST) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })();
-        work.remove(&temp);
-        made
+            // Another name's copy-up won the race: use that one.
+            Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An `O_PATH` fd of the shared copy.
+    pub(crate) fn indexed_fd(&self, key: &IndexKey) -> OpResult<std::os::fd::OwnedFd> {
+        sys::open_path(self.writable()?.index_fd(), &key.name)
     }
 
     /// Gives the shared copy the name `name` in the upper dir `dir`.

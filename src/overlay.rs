@@ -68,6 +68,8 @@ pub struct Overlay {
     pub(crate) dir_order: DirOrder,
     /// The upper fs has said it cannot clone files (FICLONE).
     pub(crate) clone_unsupported: std::sync::atomic::AtomicBool,
+    /// What copied data needs before the copy is renamed into place.
+    pub(crate) data_ordering: sys::DataOrdering,
     /// Tells the kernel that an inode's attributes changed without a request
     /// about it (set by the FUSE edge; none without a mount).
     attrs_changed_hook: std::sync::OnceLock<AttrsChangedHook>,
@@ -100,7 +102,11 @@ impl Overlay {
                 xattr_namespace: None,
             },
         };
-        tracing::info!(?caps, "upper filesystem capabilities");
+        let data_ordering = match &work {
+            Some(work) if !options.no_sync => sys::data_ordering_of(work.fd()),
+            _ => sys::DataOrdering::Nothing,
+        };
+        tracing::info!(?caps, ?data_ordering, "upper filesystem capabilities");
         let overlay = Overlay {
             layers,
             inodes: InodeTable::new(),
@@ -110,6 +116,7 @@ impl Overlay {
             handles: Handles::default(),
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
+            data_ordering,
             attrs_changed_hook: std::sync::OnceLock::new(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),

@@ -128,6 +128,16 @@ impl WorkDir {
         }
     }
 
+    /// A fresh temp name that is removed again unless [`TempName::placed`]
+    /// says it was moved into place.
+    pub fn temp(&self) -> TempName<'_> {
+        TempName {
+            work: self,
+            name: self.temp_name(),
+            placed: false,
+        }
+    }
+
     fn clean(&self) -> Result<(), Errno> {
         let listing = sys::open_dir_for_listing(self.fd())?;
         let mut leftovers = Vec::new();
@@ -188,6 +198,37 @@ impl WorkDir {
             chardev_whiteouts,
             rename_whiteout: rename_whiteout && chardev_whiteouts,
             xattr_namespace,
+        }
+    }
+}
+
+/// A temp object in the work dir that must not outlive a failed step: on
+/// drop it is removed, unless it was placed (renamed away).
+pub struct TempName<'a> {
+    work: &'a WorkDir,
+    name: OsString,
+    placed: bool,
+}
+
+impl TempName<'_> {
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// The object is no longer in the work dir under this name.
+    pub fn placed(&mut self) {
+        self.placed = true;
+    }
+}
+
+impl Drop for TempName<'_> {
+    fn drop(&mut self) {
+        if !self.placed {
+            match sys::stat_at(self.work.fd(), &self.name) {
+                // Never made (the first step failed): nothing to remove.
+                Ok(None) => {}
+                _ => self.work.remove(&self.name),
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! fsync is passed on: when fsync of a file copied up from a lower layer
 //! returns, the daemon has fsync'ed the upper file and the upper dir the
-//! copy was renamed into. With `volatile`, it syncs nothing.
+//! copy was renamed into. With `volatile`, it syncs nothing (not even the
+//! writeback a copy-up waits for before it places the copy).
 //! Watched with strace on the daemon (file descriptors decoded to paths).
 
 use crate::daemon_support::{Daemon, wait_mounted};
@@ -28,7 +29,7 @@ fn fsyncs_for_one_fsync(extra: &[&str]) -> (Vec<String>, PathBuf) {
             "-y",
             "-qq",
             "-e",
-            "trace=fsync,fdatasync,syncfs",
+            "trace=fsync,fdatasync,syncfs,sync_file_range",
             "-o",
         ])
         .arg(&trace)

@@ -167,7 +167,7 @@ fn layers_unmount_right_after(how: Unmount) {
                     panic!("round {round}: still busy after the daemon exited: {e}");
                 }
             }
-            fs.mount();
+            fs.remount();
         }
     }
     assert!(
@@ -208,8 +208,8 @@ fn layer_filesystems_unmounted_under_a_live_mount() {
     use_mount(&fx.mnt, 0);
     fs::write(fx.mnt.join("written after"), "kept\n").unwrap();
     mount.unmount();
-    fx.lower.mount();
-    fx.upper.mount();
+    fx.lower.remount();
+    fx.upper.remount();
     assert_eq!(read(&fx.upper.dir.join("upper/written after")), "kept\n");
     assert_eq!(
         fs::read(fx.upper.dir.join("upper/dir/file0"))

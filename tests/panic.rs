@@ -3,9 +3,7 @@
 //! (The daemon panics on purpose on a lookup of the name given in
 //! `COWFS_TEST_PANIC_ON_LOOKUP`.)
 
-mod daemon_support;
-
-use daemon_support::{Daemon, wait_mounted};
+use crate::daemon_support::{Daemon, wait_mounted};
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -556,3 +556,63 @@ fn copy_up_of_special_files_and_o_trunc() {
     assert_eq!(read(&l.lower(0).join("t")), "truncate me");
     m.unmount();
 }
+
+fn getcap(p: &Path) -> String {
+    let out = std::process::Command::new("getcap")
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "getcap {}", p.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// chown clears file capabilities, so a copy-up sets them after the owner,
+/// as the kernel does; other security.* xattrs and user xattrs stay too.
+#[test]
+fn copy_up_keeps_file_capabilities() {
+    let l = Layers::new(1);
+    let f = l.lower(0).join("ping");
+    write_file_mode(&f, "binary", 0o755);
+    lchown(&f, 1234, 5678);
+    let out = std::process::Command::new("setcap")
+        .args(["cap_net_raw+ep"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setcap: {:?}", out);
+    set_xattr(&f, "user.other", b"kept");
+    let want = getcap(&f);
+    assert_eq!(want, "cap_net_raw=ep");
+    let raw = lgetxattr(&f, "security.capability").unwrap();
+
+    let m = l.mount();
+    chmod(&m.mnt.join("ping"), 0o750);
+    assert_eq!(getcap(&m.mnt.join("ping")), want, "merged view");
+    assert_eq!(getcap(&l.upper.join("ping")), want, "upper");
+    assert_eq!(
+        lgetxattr(&l.upper.join("ping"), "security.capability").unwrap(),
+        raw
+    );
+    assert_eq!(
+        lgetxattr(&l.upper.join("ping"), "user.other").unwrap(),
+        b"kept"
+    );
+    let meta = fs::symlink_metadata(l.upper.join("ping")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (1234, 5678, 0o750)
+    );
+    m.unmount();
+
+    // The kernel, on the same lower file with a fresh upper.
+    fs::remove_file(l.upper.join("ping")).unwrap();
+    let k = l.kernel_mount("k");
+    chmod(&k.mnt.join("ping"), 0o750);
+    assert_eq!(getcap(&k.mnt.join("ping")), want, "kernel merged view");
+    assert_eq!(getcap(&l.upper.join("ping")), want, "kernel upper");
+    k.unmount();
+}

@@ -25,16 +25,19 @@ pub fn copy_file_range(
 /// `st` is the stat of `from`, `to_dev` the device `to` is on: between two
 /// filesystems neither FICLONE nor copy_file_range can work, and sendfile is
 /// used right away.
+///
+/// Says how the data got there: a copy that shares the source's blocks
+/// needs no sync to be durable, a written one does.
 pub fn copy_file_data(
     from: BorrowedFd<'_>,
     to: BorrowedFd<'_>,
     st: &Stat,
     to_dev: u64,
     clone_unsupported: &AtomicBool,
-) -> SysResult<()> {
+) -> SysResult<Copied> {
     let size = st.st_size as u64;
     if size == 0 {
-        return Ok(());
+        return Ok(Copied::Nothing);
     }
     let cross_fs = st.st_dev != to_dev;
     let copy_range = |start, end| {
@@ -46,7 +49,7 @@ pub fn copy_file_data(
     };
     if !cross_fs && !clone_unsupported.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(to, from) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Copied::Shared),
             Err(Errno::OPNOTSUPP) | Err(Errno::NOTTY) => {
                 clone_unsupported.store(true, Ordering::Relaxed)
             }
@@ -55,7 +58,7 @@ pub fn copy_file_data(
     }
     if (st.st_blocks as u64) * 512 >= size {
         // Blocks for every byte: no holes to look for.
-        return copy_range(0, size);
+        return copy_range(0, size).map(|()| Copied::Written);
     }
     let mut offset = 0u64;
     while offset < size {
@@ -72,11 +75,22 @@ pub fn copy_file_data(
         copy_range(data_start, data_end)?;
         offset = data_end;
     }
-    if offset == size {
-        return Ok(());
+    if offset < size {
+        // The tail is a hole (or the source shrank); the size must still be right.
+        ftruncate(to, size)?;
     }
-    // The tail is a hole (or the source shrank); the size must still be right.
-    ftruncate(to, size)
+    Ok(Copied::Written)
+}
+
+/// How [`copy_file_data`] filled the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Copied {
+    /// The source was empty.
+    Nothing,
+    /// FICLONE: the copy shares the source's (already durable) blocks.
+    Shared,
+    /// The data was written: it sits in the page cache until written back.
+    Written,
 }
 
 fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, start: u64, end: u64) -> SysResult<()> {

@@ -18,12 +18,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 mod copy;
+mod durable;
+pub mod fault;
 mod fs;
 mod handle;
 mod mount;
 mod process;
 mod xattr;
-pub use copy::{copy_file_data, copy_file_range};
+pub use copy::{Copied, copy_file_data, copy_file_range};
+pub use durable::{DataOrdering, data_ordering_of, start_write_back, write_back};
 pub use fs::*;
 pub use handle::*;
 pub use mount::{AtimeMode, MountFlags, clone_mount, fuse_mount, set_mount_atime, unmount};

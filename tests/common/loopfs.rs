@@ -1,6 +1,8 @@
-//! A small ext4 filesystem in an image file, loop-mounted: a layer on a filesystem of its own,
-//! so a test can see whether anything still holds that filesystem (umount answers EBUSY), and
-//! an upper where freed inode numbers come back at once (ext4 hands out the lowest free one).
+//! [`LoopFs`]: a filesystem in an image file, loop-mounted for a test: a layer on a filesystem
+//! of its own, so a test can see whether anything still holds that filesystem (umount answers
+//! EBUSY), an upper where freed inode numbers come back at once (ext4 hands out the lowest free
+//! one), or the disk a power cut leaves (a copy of the image taken while it is mounted).
+//! Unmounted on drop; the loop device goes with it (autoclear).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,55 +10,81 @@ use std::process::Command;
 
 use super::umount2;
 
+fn run(what: &str, cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a journaled ext4 image of `mib` MiB at `img` (default mount options: data=ordered,
+/// delayed allocation, 5 s journal commit).
+pub fn make_ext4_image(img: &Path, mib: u64) {
+    make_image(img, mib, "ext4");
+}
+
+/// Makes an image of `mib` MiB at `img` with `mkfs.<fstype>` defaults (for ext4 without lazy
+/// init: a background init thread would keep the fs busy after mount).
+pub fn make_image(img: &Path, mib: u64, fstype: &str) {
+    let file = fs::File::create(img).unwrap();
+    file.set_len(mib << 20).unwrap();
+    drop(file);
+    let mkfs = format!("mkfs.{fstype}");
+    let mut cmd = Command::new(&mkfs);
+    if fstype == "ext4" {
+        cmd.args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]);
+    } else {
+        cmd.args(["-q", "-f"]);
+    }
+    run(&mkfs, cmd.arg(img));
+}
+
 pub struct LoopFs {
     pub image: PathBuf,
+    /// Where it is mounted.
     pub dir: PathBuf,
+    options: String,
     mounted: bool,
 }
 
 impl LoopFs {
     /// Makes a `size_mb` ext4 image at `image` and mounts it on `dir` (created if missing).
     pub fn new(image: &Path, dir: &Path, size_mb: u64) -> LoopFs {
-        let file = fs::File::create(image).unwrap();
-        file.set_len(size_mb << 20).unwrap();
-        drop(file);
-        // No lazy init: a background init thread would keep the fs busy after mount.
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
-            .arg(image)
-            .output()
-            .expect("run mkfs.ext4");
-        assert!(
-            out.status.success(),
-            "mkfs.ext4 {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        make_ext4_image(image, size_mb);
+        LoopFs::mount(image, dir, "")
+    }
+
+    /// Mounts the image `image` on `dir` (created if missing), with `options` if not empty.
+    pub fn mount(image: &Path, dir: &Path, options: &str) -> LoopFs {
         fs::create_dir_all(dir).unwrap();
         let mut fs = LoopFs {
             image: image.to_path_buf(),
             dir: dir.to_path_buf(),
+            options: options.to_string(),
             mounted: false,
         };
-        fs.mount();
+        fs.remount();
         fs
     }
 
     /// Mounts the image again (after [`LoopFs::unmount`]).
-    pub fn mount(&mut self) {
+    pub fn remount(&mut self) {
         assert!(!self.mounted, "{} already mounted", self.dir.display());
-        let out = Command::new("mount")
-            .args(["-t", "ext4", "-o", "loop"])
-            .arg(&self.image)
-            .arg(&self.dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -o loop {} {}: {}",
-            self.image.display(),
-            self.dir.display(),
-            String::from_utf8_lossy(&out.stderr)
+        let options = match self.options.as_str() {
+            "" => "loop".to_string(),
+            more => format!("loop,{more}"),
+        };
+        run(
+            "mount -o loop",
+            Command::new("mount")
+                .args(["-o", &options])
+                .arg(&self.image)
+                .arg(&self.dir),
         );
         self.mounted = true;
     }

@@ -493,7 +493,18 @@ impl KernelOverlay {
         KernelOverlay::try_mount(lowers, upper, work, mnt, "").unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Mounts with `extra` options besides the layers.
+    /// Mounts with `extra` options besides the layers (comma-separated; may be empty).
+    pub fn mount_with(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mnt: &Path,
+        extra: &str,
+    ) -> KernelOverlay {
+        KernelOverlay::try_mount(lowers, upper, work, mnt, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mounts with `extra` options besides the layers; the mount's error if it fails.
     pub fn try_mount(
         lowers: &[PathBuf],
         upper: &Path,

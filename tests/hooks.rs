@@ -1,0 +1,8 @@
+//! The tests that need the test-hooks feature (fault injection compiled into cowfs), one test
+//! binary beside tests/suite.rs: a panic in one request, and errors at each step of a copy-up.
+
+mod common;
+mod daemon_support;
+
+mod copyup_faults;
+mod panic;
