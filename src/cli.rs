@@ -138,7 +138,7 @@ pub fn default_workdir(upper: &Path) -> anyhow::Result<PathBuf> {
 impl MountArgs {
     /// Checks the arguments. Touches nothing on disk.
     pub fn plan(&self) -> anyhow::Result<MountPlan> {
-        let mut options = options::parse(&self.options).map_err(|e| anyhow!(e))?;
+        let mut options = options::parse(&self.options)?;
         let mut paths: Vec<&OsString> = self.paths.iter().collect();
         let (lower_spec, upper, mountpoint) = if let Some(lowerdir) = options.lowerdir.clone() {
             // fuse-overlayfs / mount.fuse3 form: an optional source, then the mount point.
