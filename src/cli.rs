@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::error::{SetupError, SetupResult};
 use crate::options::{self, MountOptions};
 use crate::workdir::OWN_ENTRIES;
 
@@ -67,16 +67,7 @@ pub struct MountArgs {
     pub pid_file: Option<PathBuf>,
 }
 
-/// A command line that does not have the shape of any cowfs command.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 pub const MOUNT_USAGE: &str = "Usage: cowfs mount LOWER[:LOWER...] [UPPER] MOUNTPOINT [OPTIONS]\n       cowfs -o lowerdir=LOWER[:LOWER...][,upperdir=UPPER,workdir=WORK] MOUNTPOINT";
-
-fn usage(message: String) -> anyhow::Error {
-    anyhow::Error::new(UsageError(message))
-}
 
 /// A checked mount: every path exists, is a dir, and the layers do not
 /// overlap one another or the mount point.
@@ -91,21 +82,22 @@ pub struct MountPlan {
     pub options: MountOptions,
 }
 
-fn existing_dir(what: &str, path: &Path) -> anyhow::Result<PathBuf> {
+fn existing_dir(what: &'static str, path: &Path) -> SetupResult<PathBuf> {
     for component in path.components() {
         if component.as_os_str().len() > 255 {
-            bail!(
+            return Err(SetupError::Invalid(format!(
                 "{what} {}: a path component is longer than 255 bytes",
                 path.display()
-            );
+            )));
         }
     }
-    let canonical =
-        std::fs::canonicalize(path).with_context(|| format!("{what} {}", path.display()))?;
-    let meta =
-        std::fs::metadata(&canonical).with_context(|| format!("{what} {}", path.display()))?;
+    let canonical = std::fs::canonicalize(path).map_err(|e| SetupError::io(what, path, e))?;
+    let meta = std::fs::metadata(&canonical).map_err(|e| SetupError::io(what, path, e))?;
     if !meta.is_dir() {
-        bail!("{what} {} is not a directory", path.display());
+        return Err(SetupError::NotADirectory {
+            what,
+            path: path.to_owned(),
+        });
     }
     Ok(canonical)
 }
@@ -116,18 +108,18 @@ fn within(inner: &Path, outer: &Path) -> bool {
 }
 
 /// Where the work dir goes when none is given: beside the upper dir.
-pub fn default_workdir(upper: &Path) -> anyhow::Result<PathBuf> {
+pub fn default_workdir(upper: &Path) -> SetupResult<PathBuf> {
     let name = upper.file_name().ok_or_else(|| {
-        anyhow!(
+        SetupError::Invalid(format!(
             "upper dir {} has no parent to hold a work dir; give --workdir",
             upper.display()
-        )
+        ))
     })?;
     let parent = upper.parent().ok_or_else(|| {
-        anyhow!(
+        SetupError::Invalid(format!(
             "upper dir {} has no parent; give --workdir",
             upper.display()
-        )
+        ))
     })?;
     let mut dir_name = OsString::from(".");
     dir_name.push(name);
@@ -137,13 +129,13 @@ pub fn default_workdir(upper: &Path) -> anyhow::Result<PathBuf> {
 
 impl MountArgs {
     /// Checks the arguments. Touches nothing on disk.
-    pub fn plan(&self) -> anyhow::Result<MountPlan> {
-        let mut options = options::parse(&self.options).map_err(|e| anyhow!(e))?;
+    pub fn plan(&self) -> SetupResult<MountPlan> {
+        let mut options = options::parse(&self.options)?;
         let mut paths: Vec<&OsString> = self.paths.iter().collect();
         let (lower_spec, upper, mountpoint) = if let Some(lowerdir) = options.lowerdir.clone() {
             // fuse-overlayfs / mount.fuse3 form: an optional source, then the mount point.
             if paths.is_empty() || paths.len() > 2 {
-                return Err(usage(
+                return Err(SetupError::Usage(
                     "with -o lowerdir=..., give exactly one MOUNTPOINT (optionally after a SOURCE)"
                         .into(),
                 ));
@@ -152,7 +144,9 @@ impl MountArgs {
             (lowerdir, options.upperdir.clone(), mountpoint)
         } else {
             if options.upperdir.is_some() || options.workdir.is_some() {
-                bail!("-o upperdir=/workdir= given without lowerdir=");
+                return Err(SetupError::Invalid(
+                    "-o upperdir=/workdir= given without lowerdir=".into(),
+                ));
             }
             match paths.as_slice() {
                 [lowers, mountpoint] => (
@@ -165,9 +159,9 @@ impl MountArgs {
                     Some(PathBuf::from(upper)),
                     PathBuf::from(mountpoint),
                 ),
-                [] => return Err(usage("no layers given".into())),
+                [] => return Err(SetupError::Usage("no layers given".into())),
                 _ => {
-                    return Err(usage(format!(
+                    return Err(SetupError::Usage(format!(
                         "expected LOWER[:LOWER...] [UPPER] MOUNTPOINT, got {} paths",
                         paths.len()
                     )));
@@ -182,15 +176,18 @@ impl MountArgs {
         let mut lowers = Vec::new();
         for (i, lower) in options::split_lowers(&lower_spec).iter().enumerate() {
             if lower.is_empty() {
-                bail!(
+                return Err(SetupError::Invalid(format!(
                     "lower dir list '{lower_spec}' has an empty entry (position {})",
                     i + 1
-                );
+                )));
             }
             lowers.push(existing_dir("lower dir", Path::new(lower))?);
         }
         if lowers.len() > 500 {
-            bail!("too many lower dirs ({}), at most 500", lowers.len());
+            return Err(SetupError::Invalid(format!(
+                "too many lower dirs ({}), at most 500",
+                lowers.len()
+            )));
         }
         let mountpoint = existing_dir("mount point", &mountpoint)?;
         let upper = match upper {
@@ -201,14 +198,17 @@ impl MountArgs {
         let mut seen = HashSet::new();
         for lower in &lowers {
             if !seen.insert(lower.clone()) {
-                bail!("lower dir {} is given twice", lower.display());
+                return Err(SetupError::Invalid(format!(
+                    "lower dir {} is given twice",
+                    lower.display()
+                )));
             }
             if within(&mountpoint, lower) || within(lower, &mountpoint) {
-                bail!(
+                return Err(SetupError::Invalid(format!(
                     "mount point {} and lower dir {} overlap",
                     mountpoint.display(),
                     lower.display()
-                );
+                )));
             }
         }
 
@@ -217,42 +217,50 @@ impl MountArgs {
         if let Some(upper) = &upper {
             for lower in &lowers {
                 if within(upper, lower) {
-                    bail!(
+                    return Err(SetupError::Invalid(format!(
                         "upper dir {} is inside lower dir {}",
                         upper.display(),
                         lower.display()
-                    );
+                    )));
                 }
                 if within(lower, upper) {
-                    bail!(
+                    return Err(SetupError::Invalid(format!(
                         "lower dir {} is inside upper dir {}",
                         lower.display(),
                         upper.display()
-                    );
+                    )));
                 }
             }
             if within(&mountpoint, upper) || within(upper, &mountpoint) {
-                bail!(
+                return Err(SetupError::Invalid(format!(
                     "mount point {} and upper dir {} overlap",
                     mountpoint.display(),
                     upper.display()
-                );
+                )));
             }
-            let upper_dev = std::fs::metadata(upper)?.dev();
+            let upper_dev = std::fs::metadata(upper)
+                .map_err(|e| SetupError::io("upper dir", upper, e))?
+                .dev();
             let (dir, is_default) = match &workdir_arg {
                 Some(dir) => (existing_dir("work dir", dir)?, false),
                 None => {
                     let dir = default_workdir(upper)?;
                     let parent = dir.parent().unwrap_or(Path::new("/"));
-                    if std::fs::metadata(parent)?.dev() != upper_dev {
-                        bail!(
+                    let parent_dev = std::fs::metadata(parent)
+                        .map_err(|e| SetupError::io("work dir's parent", parent, e))?
+                        .dev();
+                    if parent_dev != upper_dev {
+                        return Err(SetupError::Invalid(format!(
                             "upper dir {} is the root of its filesystem, so no work dir fits beside it; give --workdir",
                             upper.display()
-                        );
+                        )));
                     }
                     match std::fs::symlink_metadata(&dir) {
                         Ok(meta) if !meta.is_dir() => {
-                            bail!("work dir {} is not a directory", dir.display())
+                            return Err(SetupError::NotADirectory {
+                                what: "work dir",
+                                path: dir,
+                            });
                         }
                         Ok(_) => (dir, false),
                         Err(_) => (dir, true),
@@ -260,49 +268,52 @@ impl MountArgs {
                 }
             };
             if within(&dir, upper) {
-                bail!(
+                return Err(SetupError::Invalid(format!(
                     "work dir {} is inside upper dir {}",
                     dir.display(),
                     upper.display()
-                );
+                )));
             }
             if within(upper, &dir) {
-                bail!(
+                return Err(SetupError::Invalid(format!(
                     "upper dir {} is inside work dir {}",
                     upper.display(),
                     dir.display()
-                );
+                )));
             }
             for lower in &lowers {
                 if within(&dir, lower) || within(lower, &dir) {
-                    bail!(
+                    return Err(SetupError::Invalid(format!(
                         "work dir {} and lower dir {} overlap",
                         dir.display(),
                         lower.display()
-                    );
+                    )));
                 }
             }
             if within(&dir, &mountpoint) || within(&mountpoint, &dir) {
-                bail!(
+                return Err(SetupError::Invalid(format!(
                     "work dir {} and mount point {} overlap",
                     dir.display(),
                     mountpoint.display()
-                );
+                )));
             }
             if !is_default {
-                if std::fs::metadata(&dir)?.dev() != upper_dev {
-                    bail!(
+                let work_dev = std::fs::metadata(&dir)
+                    .map_err(|e| SetupError::io("work dir", &dir, e))?
+                    .dev();
+                if work_dev != upper_dev {
+                    return Err(SetupError::Invalid(format!(
                         "work dir {} is not on the same filesystem as upper dir {}",
                         dir.display(),
                         upper.display()
-                    );
+                    )));
                 }
                 check_workdir_contents(&dir)?;
             }
             workdir = Some(dir);
             workdir_is_default = is_default;
         } else if workdir_arg.is_some() {
-            bail!("a work dir needs an upper dir");
+            return Err(SetupError::Invalid("a work dir needs an upper dir".into()));
         }
 
         Ok(MountPlan {
@@ -317,17 +328,17 @@ impl MountArgs {
 }
 
 /// A work dir may hold only what cowfs or kernel overlayfs put there.
-fn check_workdir_contents(dir: &Path) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("work dir {}", dir.display()))?;
+fn check_workdir_contents(dir: &Path) -> SetupResult<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SetupError::io("work dir", dir, e))?;
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|e| SetupError::io("work dir", dir, e))?;
         let name = entry.file_name();
         if !OWN_ENTRIES.iter().any(|own| name == *own) {
-            bail!(
+            return Err(SetupError::Invalid(format!(
                 "work dir {} is not empty: it holds {:?}, which is not cowfs's",
                 dir.display(),
                 name
-            );
+            )));
         }
     }
     Ok(())

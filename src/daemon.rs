@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
-
 use crate::cli::MountPlan;
+use crate::error::{SetupError, SetupResult};
 use crate::fuse_adapter;
 use crate::layer::LayerStack;
 use crate::overlay::{Overlay, OverlayOptions};
@@ -26,14 +25,14 @@ pub struct RunSettings {
 
 /// Sets up, mounts and serves. Returns when the mount is gone (foreground)
 /// or, in the parent of a daemon, once the mount is live.
-pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
+pub fn run(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
     let fd_budget = sys::raise_fd_limit();
     // Modes of new objects are computed per request (caller's umask, default ACLs).
     sys::clear_umask();
     if plan.workdir_is_default
         && let Some(dir) = &plan.workdir
     {
-        std::fs::create_dir(dir).with_context(|| format!("creating work dir {}", dir.display()))?;
+        std::fs::create_dir(dir).map_err(|e| SetupError::io("creating work dir", dir, e))?;
     }
     let mut roots = LayerRoots::open(
         plan.upper.as_deref(),
@@ -48,7 +47,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         Some(dir) => {
             let root = roots
                 .take_work(dir)
-                .map_err(|e| crate::error::SetupError::io("work dir", dir, e))?;
+                .map_err(|e| SetupError::io("work dir", dir, e))?;
             Some(WorkDir::prepare_at(dir, root)?)
         }
         None => None,
@@ -73,7 +72,8 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
         noatime: plan.options.noatime,
     };
     let overlay = Arc::new(
-        Overlay::new(layers, work, options).map_err(|e| anyhow!("setting up overlay: {e}"))?,
+        Overlay::new(layers, work, options)
+            .map_err(|e| SetupError::step("setting up overlay", e))?,
     );
 
     if settings.foreground {
@@ -83,16 +83,20 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     }
 
     // Fork before any thread exists; the child reports back through a pipe.
-    let (report_read, report_write) = sys::pipe()?;
-    match sys::fork_single_threaded()? {
+    let (report_read, report_write) =
+        sys::pipe().map_err(|e| SetupError::step("making the daemon's report pipe", e))?;
+    match sys::fork_single_threaded().map_err(|e| SetupError::step("starting the daemon", e))? {
         sys::Forked::Parent { .. } => {
             drop(report_write);
-            let report = sys::read_to_end(report_read.as_fd())?;
+            let report = sys::read_to_end(report_read.as_fd())
+                .map_err(|e| SetupError::step("reading the daemon's report", e))?;
             let report = String::from_utf8_lossy(&report);
             match report.strip_prefix("ok") {
                 Some(_) => Ok(()),
-                None if report.is_empty() => bail!("the daemon exited before the mount was live"),
-                None => bail!("{}", report.trim_end()),
+                None if report.is_empty() => Err(SetupError::Daemon(
+                    "the daemon exited before the mount was live".into(),
+                )),
+                None => Err(SetupError::Daemon(report.trim_end().to_owned())),
             }
         }
         sys::Forked::Child => {
@@ -103,7 +107,7 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
             {
                 Ok(session) => session,
                 Err(e) => {
-                    let _ = sys::write_all(report_write.as_fd(), format!("{e:#}").as_bytes());
+                    let _ = sys::write_all(report_write.as_fd(), e.one_line().as_bytes());
                     std::process::exit(1);
                 }
             };
@@ -115,11 +119,12 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> anyhow::Result<()> {
     }
 }
 
-fn write_pid_file(path: Option<&Path>) -> anyhow::Result<()> {
+fn write_pid_file(path: Option<&Path>) -> SetupResult<()> {
     if let Some(path) = path {
         let mut file =
-            std::fs::File::create(path).with_context(|| format!("pid file {}", path.display()))?;
-        writeln!(file, "{}", std::process::id())?;
+            std::fs::File::create(path).map_err(|e| SetupError::io("pid file", path, e))?;
+        writeln!(file, "{}", std::process::id())
+            .map_err(|e| SetupError::io("pid file", path, e))?;
     }
     Ok(())
 }
@@ -152,7 +157,7 @@ impl Unmounter {
 
 /// Mounts the overlay and completes the FUSE handshake, so that the mount
 /// answers requests as soon as this returns.
-fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Result<Mounted> {
+fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> SetupResult<Mounted> {
     let read_only = plan.upper.is_none() || plan.options.read_only;
     let flags = sys::MountFlags {
         read_only,
@@ -174,7 +179,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
             }
             Err(e) => {
                 let _ = sys::unmount(&plan.mountpoint, true);
-                Err(anyhow!("starting the FUSE session: {e}"))
+                Err(SetupError::step("starting the FUSE session", e))
             }
         },
         // No privilege to mount: fusermount3 does it for us.
@@ -185,12 +190,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
                 flags,
                 threads,
             )
-            .with_context(|| {
-                format!(
-                    "mounting on {} through fusermount3",
-                    plan.mountpoint.display()
-                )
-            })?;
+            .map_err(|e| SetupError::io("mounting through fusermount3 on", &plan.mountpoint, e))?;
             let unmount = Unmounter::Fusermount(session.fusermount_unmounter());
             Ok(Mounted {
                 session,
@@ -198,7 +198,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> anyhow::Res
                 overlay,
             })
         }
-        Err(e) => Err(anyhow!("mounting on {}: {e}", plan.mountpoint.display())),
+        Err(e) => Err(SetupError::io("mounting on", &plan.mountpoint, e)),
     }
 }
 
@@ -215,11 +215,11 @@ fn serve_then_exit(mounted: Mounted, foreground: bool) -> ! {
     let code = match result {
         Ok(()) => 0,
         Err(e) if foreground => {
-            eprintln!("cowfs: error: {e:#}");
+            eprintln!("cowfs: error: {}", e.one_line());
             1
         }
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", e.one_line());
             1
         }
     };
@@ -229,7 +229,7 @@ fn serve_then_exit(mounted: Mounted, foreground: bool) -> ! {
 /// Serves requests until the mount goes away (a signal unmounts it), then
 /// does the daemon's last work. Hands the overlay back alive; the only
 /// threads left wait on their own pipe or lock and touch no fd on the layers.
-fn serve(mounted: Mounted) -> (anyhow::Result<()>, Arc<Overlay>) {
+fn serve(mounted: Mounted) -> (SetupResult<()>, Arc<Overlay>) {
     let Mounted {
         session,
         unmount,
@@ -245,7 +245,7 @@ fn serve(mounted: Mounted) -> (anyhow::Result<()>, Arc<Overlay>) {
     helpers.stop();
     finish_before_exit(&overlay);
     (
-        result.map_err(|e| anyhow!("serving the mount: {e}")),
+        result.map_err(|e| SetupError::step("serving the mount", e)),
         overlay,
     )
 }
@@ -265,7 +265,7 @@ struct Helpers {
 }
 
 impl Helpers {
-    fn start(overlay: &Arc<Overlay>, mut unmount: Unmounter) -> anyhow::Result<Helpers> {
+    fn start(overlay: &Arc<Overlay>, mut unmount: Unmounter) -> SetupResult<Helpers> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let trim_stopped = Arc::new(parking_lot::Mutex::new(false));
         // Gives memory back once the kernel has forgotten many inodes.
@@ -282,9 +282,11 @@ impl Helpers {
                         }
                         overlay.trim_memory();
                     }
-                })?
+                })
+                .map_err(|e| SetupError::step("starting the trim thread", e))?
         };
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+            .map_err(|e| SetupError::step("handling signals", e))?;
         // Never joined: it waits on its signal pipe and ends with the process.
         std::thread::Builder::new()
             .name("cowfs-signals".into())
@@ -293,7 +295,8 @@ impl Helpers {
                     tracing::info!(signal, "unmounting on signal");
                     unmount.unmount();
                 }
-            })?;
+            })
+            .map_err(|e| SetupError::step("starting the signal thread", e))?;
         Ok(Helpers {
             trim_stopped,
             trimmer: trimmer.thread().clone(),
@@ -310,26 +313,27 @@ impl Helpers {
 
 /// The absolute path of a mount point, found without stat'ing the mount
 /// itself (a dead FUSE mount answers ENOTCONN).
-fn mount_target(mountpoint: &Path) -> anyhow::Result<PathBuf> {
+fn mount_target(mountpoint: &Path) -> SetupResult<PathBuf> {
     let absolute = std::path::absolute(mountpoint)
-        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+        .map_err(|e| SetupError::io("mount point", mountpoint, e))?;
     let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
         return Ok(absolute);
     };
-    let parent = std::fs::canonicalize(parent)
-        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let parent =
+        std::fs::canonicalize(parent).map_err(|e| SetupError::io("mount point", mountpoint, e))?;
     Ok(parent.join(name))
 }
 
 /// Whether a cowfs mount sits at `target`.
-fn is_cowfs_mount(target: &Path) -> anyhow::Result<bool> {
+fn is_cowfs_mount(target: &Path) -> SetupResult<bool> {
     Ok(cowfs_mount_dev(target)?.is_some())
 }
 
 /// The device (`major:minor`) of the newest cowfs mount at `target`.
-fn cowfs_mount_dev(target: &Path) -> anyhow::Result<Option<String>> {
+fn cowfs_mount_dev(target: &Path) -> SetupResult<Option<String>> {
+    const MOUNTINFO: &str = "/proc/self/mountinfo";
     let mounts =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+        std::fs::read_to_string(MOUNTINFO).map_err(|e| SetupError::io("reading", MOUNTINFO, e))?;
     let target = target.to_string_lossy();
     Ok(mounts.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -360,35 +364,43 @@ fn raise_read_ahead(mountpoint: &Path) {
     }
 }
 
-fn unmount_target(target: &Path, lazy: bool) -> anyhow::Result<()> {
+fn unmount_target(target: &Path, lazy: bool) -> SetupResult<()> {
     match sys::unmount(target, lazy) {
         Ok(()) => Ok(()),
         Err(sys::Errno::PERM) => {
             let mut command = std::process::Command::new("fusermount3");
             command.arg(if lazy { "-uz" } else { "-u" }).arg(target);
-            let status = command.status().context("running fusermount3")?;
+            let status = command
+                .status()
+                .map_err(|e| SetupError::step("running fusermount3", e))?;
             if status.success() {
                 Ok(())
             } else {
-                bail!("fusermount3 -u {} failed", target.display())
+                Err(SetupError::Invalid(format!(
+                    "fusermount3 -u {} failed",
+                    target.display()
+                )))
             }
         }
-        Err(e) => bail!("unmounting {}: {e}", target.display()),
+        Err(e) => Err(SetupError::io("unmounting", target, e)),
     }
 }
 
 /// `cowfs umount`: unmounts a cowfs mount point (also one whose daemon died).
-pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
+pub fn umount(mountpoint: &Path) -> SetupResult<()> {
     let target = mount_target(mountpoint)?;
     if !is_cowfs_mount(&target)? {
-        bail!("{} is not a cowfs mount", mountpoint.display());
+        return Err(SetupError::Invalid(format!(
+            "{} is not a cowfs mount",
+            mountpoint.display()
+        )));
     }
     unmount_target(&target, false)
 }
 
 /// If the mount point holds a cowfs mount whose daemon died ("Transport
 /// endpoint is not connected"), takes it away so the new mount can go there.
-pub fn clear_dead_mount(mountpoint: &Path) -> anyhow::Result<()> {
+pub fn clear_dead_mount(mountpoint: &Path) -> SetupResult<()> {
     let dead =
         matches!(std::fs::metadata(mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
     if !dead {

@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cowfs::cli::{Cli, Command, MOUNT_USAGE, MountArgs, UsageError};
+use cowfs::cli::{Cli, Command, MOUNT_USAGE, MountArgs};
 use cowfs::daemon::{self, RunSettings};
+use cowfs::error::{SetupError, SetupResult};
 
-fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
+fn init_logging(args: &MountArgs) -> SetupResult<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match &args.log_level {
         Some(level) => EnvFilter::new(level),
@@ -20,7 +21,8 @@ fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(path)?;
+                .open(path)
+                .map_err(|e| SetupError::io("log file", path, e))?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
@@ -33,7 +35,7 @@ fn init_logging(args: &MountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mount(args: MountArgs) -> anyhow::Result<()> {
+fn mount(args: MountArgs) -> SetupResult<()> {
     init_logging(&args)?;
     if let Some(mountpoint) = args.paths.last() {
         daemon::clear_dead_mount(std::path::Path::new(mountpoint))?;
@@ -71,12 +73,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("cowfs: error: {e:#}\n\n{MOUNT_USAGE}");
+        Err(e @ SetupError::Usage(_)) => {
+            eprintln!("cowfs: error: {}\n\n{MOUNT_USAGE}", e.one_line());
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("cowfs: error: {e:#}");
+            eprintln!("cowfs: error: {}", e.one_line());
             ExitCode::FAILURE
         }
     }

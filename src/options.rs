@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::error::SetupError;
 use crate::idmap::{IdMap, OverrideXattr, Ownership};
 
 /// What the `-o` options ask for.
@@ -103,7 +104,11 @@ pub fn split_options(spec: &str) -> Vec<String> {
 }
 
 /// Parses every `-o` argument given; later items win.
-pub fn parse(specs: &[String]) -> Result<MountOptions, String> {
+pub fn parse(specs: &[String]) -> Result<MountOptions, SetupError> {
+    parse_items(specs).map_err(SetupError::Invalid)
+}
+
+fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
     let mut out = MountOptions {
         passthrough: true,
         ..MountOptions::default()

@@ -634,6 +634,124 @@ fn umount_of_a_foreign_mount_leaves_it_mounted() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A setup error names its step and its path, on one line: `cowfs: error: <step> <path>: <cause>`
+// ---------------------------------------------------------------------------------------------
+
+/// Exit 1 and stderr exactly `cowfs: error: {message}` on one line.
+fn expect_one_error_line(run: &Run, message: &str) {
+    let mut p = Vec::new();
+    if run.code() != Some(1) {
+        p.push("expected exit status 1".to_string());
+    }
+    let want = format!("cowfs: error: {message}\n");
+    if run.stderr != want {
+        p.push(format!("expected stderr to be exactly {want:?}"));
+    }
+    run.fail_if(p);
+}
+
+#[test]
+fn missing_lower_is_named_with_its_step_and_cause() {
+    let fx = Fixture::standard();
+    let lowers = format!("{}:{}", fx.s("lower-top"), fx.s("no-such-lower"));
+    let run = fx.run(["mount", &lowers, &fx.s("upper-dir"), &fx.s("mnt-dir")]);
+    run.expect_cowfs_error(&["no-such-lower"]);
+    expect_one_error_line(
+        &run,
+        &format!(
+            "lower dir {}: No such file or directory (os error 2)",
+            fx.s("no-such-lower")
+        ),
+    );
+}
+
+#[test]
+fn lower_that_is_a_file_is_named_on_one_line() {
+    let fx = Fixture::standard();
+    fx.file("lower-file");
+    let run = fx.run(["mount", &fx.s("lower-file"), &fx.s("mnt-dir")]);
+    run.expect_cowfs_error(&["lower-file"]);
+    expect_one_error_line(
+        &run,
+        &format!("lower dir {} is not a directory", fx.s("lower-file")),
+    );
+}
+
+/// The default work dir cannot be created beside an upper dir on a read-only filesystem: the
+/// error says so, names the work dir, and nothing is left behind.
+#[test]
+fn work_dir_that_cannot_be_created_is_named_with_its_step() {
+    let fx = Fixture::standard();
+    let ro = fx.tmpfs("ro-fs");
+    fx.dir("ro-fs/upper");
+    let remount = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&ro)
+        .status()
+        .expect("run mount");
+    assert!(
+        remount.success(),
+        "cannot remount {} read-only",
+        ro.display()
+    );
+    let run = fx.run([
+        "mount",
+        &fx.lowers(),
+        &fx.s("ro-fs/upper"),
+        &fx.s("mnt-dir"),
+    ]);
+    run.expect_cowfs_error(&["cowfs-work"]);
+    expect_one_error_line(
+        &run,
+        &format!(
+            "creating work dir {}: Read-only file system (os error 30)",
+            fx.s("ro-fs/.upper.cowfs-work")
+        ),
+    );
+}
+
+/// A pid file that cannot be written is reported by the daemon through the command that started
+/// it, naming the pid file. (Only the message is checked here: today the daemon has mounted by
+/// then and leaves a dead mount behind, which the fixture takes away.)
+#[test]
+fn pid_file_in_a_missing_dir_is_named_with_its_step() {
+    let fx = Fixture::standard();
+    let pid_file = fx.s("no-such-dir/cowfs.pid");
+    let run = fx.run([
+        "mount",
+        &fx.lowers(),
+        &fx.s("mnt-dir"),
+        "--pid-file",
+        &pid_file,
+    ]);
+    expect_one_error_line(
+        &run,
+        &format!("pid file {pid_file}: No such file or directory (os error 2)"),
+    );
+}
+
+#[test]
+fn usage_error_is_one_line_then_the_usage_text() {
+    let fx = Fixture::standard();
+    let run = fx.run(["mount"]);
+    run.expect_usage_error();
+    let mut lines = run.stderr.lines();
+    assert_eq!(
+        (lines.next(), lines.next()),
+        (Some("cowfs: error: no layers given"), Some("")),
+        "{}",
+        run.report(&[])
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("Usage: cowfs mount")),
+        "{}",
+        run.report(&[])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Help and version
 // ---------------------------------------------------------------------------------------------
 
