@@ -84,7 +84,7 @@ impl Overlay {
         if !inode.is_unlinked() {
             return self.attr_of(inode);
         }
-        let Some(open) = self.handles.open_on(inode) else {
+        let Some(open) = self.handles().open_on(inode) else {
             return self.attr_of(inode);
         };
         let mut stat = sys::fstat(open.fd().as_fd())?;

@@ -156,7 +156,7 @@ impl Overlay {
         };
         // Its O_PATH fd goes into the cache: the caller's next step (chmod,
         // write, a create inside) reaches the copy through it.
-        self.fds.insert(UPPER, copy_st.st_ino, Arc::new(copy));
+        self.cache_real_fd(UPPER, copy_st.st_ino, copy);
         let upper = RealRef {
             layer: UPPER,
             real_ino: copy_st.st_ino,
@@ -190,7 +190,7 @@ impl Overlay {
     ) -> OpResult<RealRef> {
         let placed = sys::open_path(parent_fd.as_fd(), name)?;
         let placed_st = sys::fstat(placed.as_fd())?;
-        self.fds.insert(UPPER, placed_st.st_ino, Arc::new(placed));
+        self.cache_real_fd(UPPER, placed_st.st_ino, placed);
         let upper = RealRef {
             layer: UPPER,
             real_ino: placed_st.st_ino,
@@ -237,7 +237,7 @@ impl Overlay {
                 writable.as_fd(),
                 &lower_st,
                 before.st_dev,
-                &self.clone_unsupported,
+                self.clone_unsupported(),
             )?;
             // The mark goes only once the data is on disk: without it the
             // file reads from the upper copy.
@@ -292,7 +292,7 @@ impl Overlay {
                             to.as_fd(),
                             st,
                             work.dev,
-                            &self.clone_unsupported,
+                            self.clone_unsupported(),
                         )?;
                         unsynced = self.start_durable(to.as_fd(), copied)?;
                         opened_source = Some(from);
@@ -363,7 +363,7 @@ impl Overlay {
         if copied != sys::Copied::Written {
             return Ok(false);
         }
-        match self.data_ordering {
+        match self.data_ordering() {
             sys::DataOrdering::Nothing => Ok(false),
             sys::DataOrdering::WriteBack => {
                 sys::start_write_back(fd)?;
@@ -376,7 +376,7 @@ impl Overlay {
     /// The second half: waits until the data started by
     /// [`Overlay::start_durable`] is on disk (or syncs it).
     pub(crate) fn finish_durable(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
-        match self.data_ordering {
+        match self.data_ordering() {
             sys::DataOrdering::Nothing => Ok(()),
             sys::DataOrdering::WriteBack => sys::write_back(fd),
             sys::DataOrdering::Sync => sys::fsync(fd, true),

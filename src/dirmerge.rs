@@ -84,7 +84,7 @@ impl Overlay {
                 let mut lowers = blank_hint;
                 lowers.present |= bit;
                 out.push(DirEntry {
-                    ino: self.layers.map_ino(source.layer, entry.real_ino),
+                    ino: self.layer_stack().map_ino(source.layer, entry.real_ino),
                     name: entry.name,
                     kind: entry.kind,
                     lowers,

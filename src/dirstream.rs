@@ -17,14 +17,14 @@ impl Overlay {
         if !dir.is_dir() {
             return Err(Errno::NOTDIR);
         }
-        if let Some(kept) = self.dir_order.kept(dir)
+        if let Some(kept) = self.dir_order().kept(dir)
             && (offset != 0 || kept.is_current(dir.names_version()))
         {
             return Ok(kept);
         }
         let listing = Arc::new(self.ordered_listing(dir)?);
         if offset < listing.last_offset() {
-            self.dir_order.keep(listing.clone());
+            self.dir_order().keep(listing.clone());
         }
         Ok(listing)
     }
@@ -32,7 +32,7 @@ impl Overlay {
     /// Tells that a stream has read `listing` to its end, so it need not be
     /// kept for it.
     pub fn readdir_done(&self, listing: &Arc<DirListing>) {
-        self.dir_order.drop_kept(listing);
+        self.dir_order().drop_kept(listing);
     }
 
     /// Lists `dir` for its link count and keeps the listing for the readdir
@@ -40,7 +40,7 @@ impl Overlay {
     pub(crate) fn count_subdirs_and_keep(&self, dir: &Arc<Inode>) -> OpResult<usize> {
         let listing = self.ordered_listing(dir)?;
         let subdirs = listing.subdirs();
-        self.dir_order.keep(Arc::new(listing));
+        self.dir_order().keep(Arc::new(listing));
         Ok(subdirs)
     }
 
@@ -52,7 +52,7 @@ impl Overlay {
             Vec::new()
         } else {
             match self.list_dir(dir) {
-                Ok(entries) => self.dir_order.order(entries),
+                Ok(entries) => self.dir_order().order(entries),
                 Err(e) if e == Errno::NOENT || e == Errno::STALE => Vec::new(),
                 Err(e) => return Err(e),
             }

@@ -125,7 +125,7 @@ impl Overlay {
         source: RealKey,
         writable: bool,
     ) -> Opened {
-        self.handles.add_file(FileHandle {
+        self.handles().add_file(FileHandle {
             inode,
             fd: RwLock::new(Arc::new(fd)),
             on_upper: AtomicBool::new(source.layer == UPPER),
@@ -136,7 +136,7 @@ impl Overlay {
 
     /// The real file behind a handle and the object it is.
     fn file(&self, fh: u64) -> OpResult<Arc<FileHandle>> {
-        self.handles.file(fh).ok_or(Errno::BADF)
+        self.handles().file(fh).ok_or(Errno::BADF)
     }
 
     /// The fd to read through: a lower fd is swapped for the upper copy as
@@ -204,8 +204,31 @@ impl Overlay {
         Ok(self.attr_from(&handle.inode, stat, &layers))
     }
 
+    /// Attributes of `inode`, through the open file `fh` if the kernel
+    /// names one that is open (fstat of an open file reaches it even after
+    /// its last name is gone).
+    pub fn getattr_through(
+        &self,
+        inode: &Arc<Inode>,
+        fh: Option<u64>,
+    ) -> OpResult<crate::overlay::Attr> {
+        match fh {
+            Some(fh) if self.handles().file(fh).is_some() => self.getattr_open(fh),
+            _ => self.getattr(inode),
+        }
+    }
+
+    /// The real file of handle `fh` if it is open for writing (a setattr
+    /// that names one truncates through it).
+    pub fn writable_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+        self.handles()
+            .file(fh)
+            .filter(|h| h.writable)
+            .map(|h| h.fd())
+    }
+
     pub fn release(&self, fh: u64) {
-        self.handles.remove_file(fh);
+        self.handles().remove_file(fh);
     }
 
     pub fn fsync(&self, fh: u64, data_only: bool) -> OpResult<()> {

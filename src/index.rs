@@ -44,7 +44,7 @@ impl Overlay {
     /// The index key of a lower file, when the index can hold it: a
     /// writable mount with overlay xattrs and a lower fs that makes handles.
     pub(crate) fn index_key(&self, lower: BorrowedFd<'_>, layer: LayerId) -> Option<IndexKey> {
-        self.work.as_ref()?;
+        self.writable().ok()?;
         self.xattr_ns()?;
         let origin = self.origin_value(lower, layer);
         if origin.is_empty() {
@@ -130,7 +130,7 @@ impl Overlay {
         layers: &Layers,
         st: &Stat,
     ) -> OpResult<Option<(RealRef, Stat)>> {
-        if self.work.is_none()
+        if self.is_read_only()
             || st.st_nlink <= 1
             || sys::file_type(st) != sys::FileType::RegularFile
         {

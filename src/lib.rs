@@ -35,6 +35,7 @@ pub mod origin;
 pub mod overlay;
 pub mod privmount;
 pub mod redirect;
+pub mod rename;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]
 pub mod sys;

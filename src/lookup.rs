@@ -35,12 +35,12 @@ impl Overlay {
     pub(crate) fn adopt(&self, found: Resolved) -> (Arc<Inode>, Attr) {
         if found.kind != FileType::Directory {
             let attr = self.attr_parts(found.ino, None, found.stat, &found.layers);
-            let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
+            let inode = self.take_reference(found.ino, found.kind, found.layers);
             return (inode, attr);
         }
         // A merged dir's link count is kept on its inode: make that first.
         let layers = found.layers.clone();
-        let inode = self.inodes.lookup(found.ino, found.kind, found.layers);
+        let inode = self.take_reference(found.ino, found.kind, found.layers);
         let attr = self.attr_from(&inode, found.stat, &layers);
         (inode, attr)
     }
@@ -53,12 +53,12 @@ impl Overlay {
         dir: &Arc<Inode>,
         entry: &crate::listing::DirEntry,
     ) -> OpResult<(Arc<Inode>, Attr)> {
-        if let Some(inode) = self.inodes.get(entry.ino)
+        if let Some(inode) = self.known_inode(entry.ino)
             && inode.kind == entry.kind
             && !inode.is_unlinked()
             && let Ok(attr) = self.attr_of(&inode)
         {
-            self.inodes.add_lookup(&inode);
+            self.add_reference(&inode);
             return Ok((inode, attr));
         }
         let found = self
@@ -268,8 +268,8 @@ impl Overlay {
     /// from, if any, so that copy-up does not change it.
     pub(crate) fn ino_for(&self, layers: &Layers) -> u64 {
         match (layers.lowers.first(), &layers.upper) {
-            (Some(origin), _) => self.layers.map_ino(origin.layer, origin.real_ino),
-            (None, Some(upper)) => self.layers.map_ino(UPPER, upper.real_ino),
+            (Some(origin), _) => self.layer_stack().map_ino(origin.layer, origin.real_ino),
+            (None, Some(upper)) => self.layer_stack().map_ino(UPPER, upper.real_ino),
             (None, None) => 0,
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::copyup::give_owner;
 use crate::error::OpResult;
 use crate::format;
-use crate::inode::{Inode, Layers, Location, NamesGuard, RealRef};
+use crate::inode::{Inode, Layers, Location, RealRef};
 use crate::layer::UPPER;
 use crate::lookup::{Presence, Resolved};
 use crate::overlay::{Attr, Overlay};
@@ -169,7 +169,7 @@ impl Overlay {
         if let NewKind::Link { source } = new.kind {
             self.adjust_indexed_nlink(&source, 1)?;
             // The new name is one more name of the same inode.
-            self.inodes.add_lookup(&source);
+            self.add_reference(&source);
             let attr = self.attr_of(&source)?;
             return Ok((source, attr, None));
         }
@@ -260,7 +260,7 @@ impl Overlay {
     }
 
     /// Marks a new upper dir opaque, so the lower dirs of its name stay hidden.
-    fn mark_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
+    pub(crate) fn mark_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
         let fd = sys::open_path(dir, name)?;
         match self.xattr_ns() {
             Some(ns) => sys::set_xattr(
@@ -278,8 +278,8 @@ impl Overlay {
     }
 
     /// Hides `name` in the upper dir `dir` from the lowers.
-    fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
-        if self.caps.chardev_whiteouts {
+    pub(crate) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
+        if self.caps().chardev_whiteouts {
             sys::mknod_whiteout(dir, name)
         } else {
             let oci = format::oci_whiteout_name(name);
@@ -311,7 +311,7 @@ impl Overlay {
             }
         }
         let lower_below = self.lower_has(parent, name)?;
-        let victim_inode = self.inodes.get(victim.ino).unwrap_or_else(|| {
+        let victim_inode = self.known_inode(victim.ino).unwrap_or_else(|| {
             Arc::new(Inode::new(victim.ino, victim.kind, victim.layers.clone()))
         });
         if !is_dir {
@@ -339,7 +339,7 @@ impl Overlay {
                     sys::unlink(parent_fd.as_fd(), name)?;
                 }
                 if is_dir || st.st_nlink <= 1 {
-                    self.fds.remove(crate::layer::UPPER, st.st_ino);
+                    self.forget_real_fd(crate::layer::UPPER, st.st_ino);
                 }
             }
             Presence::Absent if lower_below => self.make_whiteout(parent_fd.as_fd(), name)?,
@@ -360,7 +360,7 @@ impl Overlay {
     fn move_out_leaving_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
         let work = self.writable()?;
         let temp = work.temp_name();
-        if self.caps.rename_whiteout {
+        if self.caps().rename_whiteout {
             sys::rename(dir, name, work.fd(), &temp, RenameFlags::WHITEOUT)?;
         } else {
             sys::rename(dir, name, work.fd(), &temp, RenameFlags::empty())?;
@@ -369,213 +369,9 @@ impl Overlay {
         work.remove(&temp);
         Ok(())
     }
-
-    /// rename(2), with RENAME_NOREPLACE and RENAME_EXCHANGE.
-    pub fn rename(
-        &self,
-        parent: &Arc<Inode>,
-        name: &OsStr,
-        new_parent: &Arc<Inode>,
-        new_name: &OsStr,
-        flags: RenameFlags,
-    ) -> OpResult<()> {
-        let work = self.writable()?;
-        // RENAME_WHITEOUT is the overlay's own; NOREPLACE and EXCHANGE exclude
-        // each other.
-        if !(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE).contains(flags)
-            || flags.contains(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE)
-        {
-            return Err(Errno::INVAL);
-        }
-        let exchange = flags.contains(RenameFlags::EXCHANGE);
-        check_new_name(new_name)?;
-        let source = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
-        let target = self.resolve(new_parent, new_name)?;
-        if exchange && target.is_none() {
-            return Err(Errno::NOENT);
-        }
-        if flags.contains(RenameFlags::NOREPLACE) && target.is_some() {
-            return Err(Errno::EXIST);
-        }
-        let source_is_dir = source.kind == FileType::Directory;
-        // A dir with lower content moves with a redirect to its lower dirs;
-        // without xattrs to record one, it can't move (as in the kernel).
-        let source_redirect = source_is_dir && !source.layers.lowers.is_empty();
-        let target_redirect = exchange
-            && target
-                .as_ref()
-                .is_some_and(|t| t.kind == FileType::Directory && !t.layers.lowers.is_empty());
-        if (source_redirect || target_redirect) && self.xattr_ns().is_none() {
-            return Err(Errno::XDEV);
-        }
-        if let Some(target) = &target {
-            if target.ino == source.ino && Arc::ptr_eq(parent, new_parent) && name == new_name {
-                return Ok(());
-            }
-            let target_is_dir = target.kind == FileType::Directory;
-            if exchange {
-                // Any two objects can swap.
-            } else if target_is_dir != source_is_dir {
-                return Err(if target_is_dir {
-                    Errno::ISDIR
-                } else {
-                    Errno::NOTDIR
-                });
-            } else if target_is_dir {
-                let probe = Arc::new(Inode::new(target.ino, target.kind, target.layers.clone()));
-                if !self.dir_is_empty(&probe)? {
-                    return Err(Errno::NOTEMPTY);
-                }
-            }
-        }
-        if source_is_dir && self.is_ancestor(new_parent, source.ino) {
-            return Err(Errno::INVAL);
-        }
-        let source_inode = self.inodes.get(source.ino).ok_or(Errno::STALE)?;
-        let target_inode = target.as_ref().and_then(|t| self.inodes.get(t.ino));
-        self.copy_up(&source_inode)?;
-        if exchange {
-            self.copy_up(target_inode.as_ref().ok_or(Errno::STALE)?)?;
-        }
-        let parent_fd = self.real_fd(&self.copy_up(parent)?)?;
-        let new_parent_fd = self.real_fd(&self.copy_up(new_parent)?)?;
-
-        let _names = lock_two(parent, new_parent);
-        if self.resolve(parent, name)?.map(|r| r.ino) != Some(source.ino)
-            || self.resolve(new_parent, new_name)?.map(|r| r.ino) != target.as_ref().map(|t| t.ino)
-        {
-            // Something changed between the checks and the lock.
-            return Err(Errno::STALE);
-        }
-        let (pfd, npfd) = (parent_fd.as_fd(), new_parent_fd.as_fd());
-        if source_is_dir
-            || target
-                .as_ref()
-                .is_some_and(|t| t.kind == FileType::Directory)
-        {
-            parent.forget_nlink();
-            new_parent.forget_nlink();
-        }
-        if !Arc::ptr_eq(parent, new_parent) {
-            // Objects moved in may carry an origin their new dir must know of.
-            self.mark_impure(npfd)?;
-            if exchange {
-                self.mark_impure(pfd)?;
-            }
-        }
-        if let (Presence::Absent, Some(shared)) =
-            (self.upper_entry(parent, name)?, source_inode.upper())
-        {
-            // An indexed file reached through the index: give it this name
-            // in the upper dir first, so there is something to move.
-            sys::link_fd(self.real_fd(&shared)?.as_fd(), pfd, name)?;
-        }
-        let source_lower = self.lower_has(parent, name)?;
-        let target_lower = self.lower_has(new_parent, new_name)?;
-        let target_upper = self.upper_entry(new_parent, new_name)?;
-        if !exchange && let Some(t) = target_inode.as_ref().filter(|t| !t.is_dir()) {
-            self.adjust_indexed_nlink(t, -1)?;
-        }
-
-        if source_redirect {
-            self.set_redirect(&source_inode)?;
-        }
-        if exchange {
-            if let Some(t) = target_inode.as_ref().filter(|_| target_redirect) {
-                self.set_redirect(t)?;
-            }
-            sys::rename(pfd, name, npfd, new_name, RenameFlags::EXCHANGE)?;
-            // A dir of upper content only, now at a name lower layers also
-            // have, must not merge with them.
-            if source_is_dir && !source_redirect && target_lower {
-                self.mark_opaque(npfd, new_name)?;
-            }
-            let target_is_dir = target
-                .as_ref()
-                .is_some_and(|t| t.kind == FileType::Directory);
-            if target_is_dir && !target_redirect && source_lower {
-                self.mark_opaque(pfd, name)?;
-            }
-            if let Some(t) = &target_inode {
-                t.move_upper(parent.clone(), Arc::from(name));
-            }
-            source_inode.move_upper(new_parent.clone(), Arc::from(new_name));
-            return Ok(());
-        }
-
-        let unlinking = target_inode
-            .as_ref()
-            .filter(|t| {
-                t.kind == FileType::Directory
-                    || target.as_ref().is_some_and(|t| t.stat.st_nlink <= 1)
-            })
-            .map(|t| t.start_unlink());
-        if source_is_dir && !source_redirect && target_lower {
-            // The lower dir of the new name must not merge into this one.
-            self.mark_opaque(pfd, name)?;
-        }
-        match target_upper {
-            Presence::Whiteout => {
-                // Swap with the whiteout: it ends up at the old name, which is
-                // where one is needed if a lower shows that name.
-                sys::rename(pfd, name, npfd, new_name, RenameFlags::EXCHANGE)?;
-                if !source_lower {
-                    sys::unlink(pfd, name)?;
-                }
-            }
-            Presence::Object(st) if sys::file_type(&st) == FileType::Directory => {
-                // The target's upper part may hold whiteouts, which rename(2)
-                // would refuse to replace: swap, then clear out the old dir.
-                sys::rename(pfd, name, npfd, new_name, RenameFlags::EXCHANGE)?;
-                let temp = work.temp_name();
-                sys::rename(pfd, name, work.fd(), &temp, RenameFlags::empty())?;
-                work.remove(&temp);
-                if source_lower {
-                    self.make_whiteout(pfd, name)?;
-                }
-            }
-            Presence::Object(_) | Presence::Absent | Presence::OciWhiteout => {
-                if let Presence::Object(st) = &target_upper
-                    && st.st_nlink <= 1
-                {
-                    self.fds.remove(crate::layer::UPPER, st.st_ino);
-                }
-                if source_lower && self.caps.rename_whiteout {
-                    sys::rename(pfd, name, npfd, new_name, RenameFlags::WHITEOUT)?;
-                } else {
-                    sys::rename(pfd, name, npfd, new_name, RenameFlags::empty())?;
-                    if source_lower {
-                        self.make_whiteout(pfd, name)?;
-                    }
-                }
-                if matches!(target_upper, Presence::OciWhiteout) {
-                    let _ = sys::unlink(npfd, &format::oci_whiteout_name(new_name));
-                }
-            }
-        }
-        match (unlinking, &target_inode) {
-            (Some(unlinking), _) => unlinking.done(),
-            (None, Some(t)) => self.reattach_to_index(t)?,
-            (None, None) => {}
-        }
-        source_inode.move_upper(new_parent.clone(), Arc::from(new_name));
-        Ok(())
-    }
-
-    /// Whether the inode numbered `ino` is `dir` or one of its ancestors.
-    fn is_ancestor(&self, dir: &Arc<Inode>, ino: u64) -> bool {
-        let mut current = Some(dir.clone());
-        while let Some(inode) = current {
-            if inode.ino == ino {
-                return true;
-            }
-            current = inode.top().and_then(|r| r.parent().cloned());
-        }
-        false
-    }
 }
 
-fn check_new_name(name: &OsStr) -> OpResult<()> {
+pub(crate) fn check_new_name(name: &OsStr) -> OpResult<()> {
     if name.len() > format::NAME_MAX {
         return Err(Errno::NAMETOOLONG);
     }
@@ -584,20 +380,4 @@ fn check_new_name(name: &OsStr) -> OpResult<()> {
         return Err(Errno::INVAL);
     }
     Ok(())
-}
-
-/// Takes the name locks of two dirs, in a fixed order so two renames going
-/// opposite ways can't deadlock.
-fn lock_two<'a>(a: &'a Arc<Inode>, b: &'a Arc<Inode>) -> (NamesGuard<'a>, Option<NamesGuard<'a>>) {
-    if Arc::ptr_eq(a, b) {
-        return (a.lock_names(), None);
-    }
-    // Two incarnations of one number are two dirs: the generation orders them.
-    let (first, second) = if (a.ino, a.generation) < (b.ino, b.generation) {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let first_guard = first.lock_names();
-    (first_guard, Some(second.lock_names()))
 }

@@ -39,7 +39,7 @@ impl Overlay {
             return Vec::new();
         }
         Origin {
-            uuid: self.layers.get(layer).uuid.unwrap_or([0; 16]),
+            uuid: self.layer_stack().get(layer).uuid.unwrap_or([0; 16]),
             handle_type,
             handle: handle.bytes,
         }
@@ -62,7 +62,7 @@ impl Overlay {
                 bytes: origin.handle,
             };
             let candidates = self
-                .layers
+                .layer_stack()
                 .lowers()
                 .iter()
                 .filter(|l| origin.uuid == [0; 16] || l.uuid == Some(origin.uuid));
@@ -77,7 +77,7 @@ impl Overlay {
                 };
                 if let Ok(found) = sys::open_by_handle(mount_fd, &handle, OFlags::PATH) {
                     let st = sys::fstat(found.as_fd())?;
-                    if let Some(ino) = self.layers.map_ino_on_dev(st.st_dev, st.st_ino) {
+                    if let Some(ino) = self.layer_stack().map_ino_on_dev(st.st_dev, st.st_ino) {
                         return Ok(OriginInfo::Ino {
                             ino,
                             lower_nlink: sys::nlink(&st),

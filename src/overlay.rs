@@ -59,17 +59,17 @@ impl Default for OverlayOptions {
 }
 
 pub struct Overlay {
-    pub(crate) layers: LayerStack,
-    pub(crate) inodes: InodeTable,
-    pub(crate) fds: FdCache,
-    pub(crate) work: Option<WorkDir>,
-    pub(crate) caps: Capabilities,
-    pub(crate) handles: Handles,
-    pub(crate) dir_order: DirOrder,
+    layers: LayerStack,
+    inodes: InodeTable,
+    fds: FdCache,
+    work: Option<WorkDir>,
+    caps: Capabilities,
+    handles: Handles,
+    dir_order: DirOrder,
     /// The upper fs has said it cannot clone files (FICLONE).
-    pub(crate) clone_unsupported: std::sync::atomic::AtomicBool,
+    clone_unsupported: std::sync::atomic::AtomicBool,
     /// What copied data needs before the copy is renamed into place.
-    pub(crate) data_ordering: sys::DataOrdering,
+    data_ordering: sys::DataOrdering,
     /// Tells the kernel that an inode's attributes changed without a request
     /// about it (set by the FUSE edge; none without a mount).
     attrs_changed_hook: std::sync::OnceLock<AttrsChangedHook>,
@@ -167,6 +167,67 @@ impl Overlay {
                 origin_nlink: 0,
             },
         )))
+    }
+
+    pub(crate) fn layer_stack(&self) -> &LayerStack {
+        &self.layers
+    }
+
+    pub(crate) fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub(crate) fn handles(&self) -> &Handles {
+        &self.handles
+    }
+
+    pub(crate) fn dir_order(&self) -> &DirOrder {
+        &self.dir_order
+    }
+
+    /// Set once the upper fs has said it cannot clone files (FICLONE).
+    pub(crate) fn clone_unsupported(&self) -> &std::sync::atomic::AtomicBool {
+        &self.clone_unsupported
+    }
+
+    /// What copied data needs before the copy is renamed into place.
+    pub(crate) fn data_ordering(&self) -> sys::DataOrdering {
+        self.data_ordering
+    }
+
+    /// The live inode of the object numbered `ino`, whether or not the
+    /// kernel holds it.
+    pub(crate) fn known_inode(&self, ino: u64) -> Option<Arc<Inode>> {
+        self.inodes.get(ino)
+    }
+
+    /// One more kernel reference to the object a lookup found (its inode
+    /// made if the table has none, a new incarnation if its number was
+    /// reused).
+    pub(crate) fn take_reference(
+        &self,
+        ino: u64,
+        kind: sys::FileType,
+        found: Layers,
+    ) -> Arc<Inode> {
+        self.inodes.lookup(ino, kind, found)
+    }
+
+    /// One more kernel reference to an inode the table has (a link, an
+    /// entry a listing showed).
+    pub(crate) fn add_reference(&self, inode: &Arc<Inode>) {
+        self.inodes.add_lookup(inode);
+    }
+
+    /// Keeps `fd` of the real object `layer`/`real_ino` for reuse.
+    pub(crate) fn cache_real_fd(&self, layer: LayerId, real_ino: u64, fd: OwnedFd) {
+        self.fds.insert(layer, real_ino, Arc::new(fd));
+    }
+
+    /// Forgets a removed real object's fd, so a new object that reuses its
+    /// number is never answered with the old one's.
+    pub(crate) fn forget_real_fd(&self, layer: LayerId, real_ino: u64) {
+        self.fds.remove(layer, real_ino);
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -47,7 +47,7 @@ impl Overlay {
     pub(crate) fn lowers_at_path(&self, path: &[OsString]) -> OpResult<Vec<RealRef>> {
         let shared: Arc<[OsString]> = Arc::from(path);
         let mut found = Vec::new();
-        for layer in self.layers.lowers() {
+        for layer in self.layer_stack().lowers() {
             match self.walk_layer(layer.id, path)? {
                 AtPath::Absent => continue,
                 AtPath::Stop => break,

@@ -206,12 +206,8 @@ impl Filesystem for CowFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         guarded("getattr", || {
-            let attr = self.on_inode(ino, |inode| match fh {
-                Some(fh) if self.overlay.handles.file(fh.0).is_some() => {
-                    self.overlay.getattr_open(fh.0)
-                }
-                _ => self.overlay.getattr(inode),
-            });
+            let fh = fh.map(|fh| fh.0);
+            let attr = self.on_inode(ino, |inode| self.overlay.getattr_through(inode, fh));
             reply.answer(&self.ttl, attr);
         });
     }
@@ -243,10 +239,7 @@ impl Filesystem for CowFs {
                 atime: set_time(atime),
                 mtime: set_time(mtime),
             };
-            let open = fh
-                .and_then(|fh| self.overlay.handles.file(fh.0))
-                .filter(|h| h.writable);
-            let open_fd = open.as_ref().map(|h| h.fd());
+            let open_fd = fh.and_then(|fh| self.overlay.writable_fd(fh.0));
             let caller = Some(caller_of(req));
             let attr = self.on_inode(ino, |inode| {
                 self.overlay
