@@ -119,7 +119,7 @@ impl Overlay {
         }
 
         let restored_times = {
-            let _names = parent.dir_lock.lock();
+            let _names = parent.lock_names_unchanged();
             if inode.is_unlinked() {
                 return Err(Errno::NOENT);
             }

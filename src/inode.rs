@@ -135,7 +135,7 @@ pub struct Inode {
     /// Serialises copy-up of this inode, so concurrent writers copy once.
     pub copy_up_lock: Mutex<()>,
     /// Serialises changes to the names inside this dir (like i_rwsem).
-    pub dir_lock: Mutex<()>,
+    dir_lock: Mutex<()>,
     /// Set once the last name of the inode is gone.
     unlinked: AtomicBool,
     /// For a dir: bumped after every change to its names, so a listing
@@ -176,6 +176,14 @@ impl Inode {
             _lock: self.dir_lock.lock(),
             version: &self.names_version,
         }
+    }
+
+    /// Takes the name lock of this dir for a change that leaves its merged
+    /// names as they are: a copy-up putting a copy under a name the merged
+    /// view already shows. The names version stays, so kept listings stay
+    /// current.
+    pub fn lock_names_unchanged(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.dir_lock.lock()
     }
 
     pub fn names_version(&self) -> u64 {
