@@ -47,7 +47,7 @@ impl Overlay {
             return Ok(upper);
         }
         let work = self.writable()?;
-        let one_at_a_time = inode.copy_up_lock.lock();
+        let one_at_a_time = inode.lock_copy_up();
         if let Some(upper) = inode.upper() {
             drop(one_at_a_time);
             if want != CopyUp::MetaOnly && inode.is_metacopy() {
@@ -217,7 +217,7 @@ impl Overlay {
     /// zero, drops the need for it). The metacopy mark goes last, so a
     /// crash leaves a file that still reads from the lower one.
     fn finish_metacopy(&self, inode: &Arc<Inode>, want: CopyUp) -> OpResult<()> {
-        let _one_at_a_time = inode.copy_up_lock.lock();
+        let _one_at_a_time = inode.lock_copy_up();
         let layers = inode.layers();
         if !layers.metacopy {
             return Ok(());

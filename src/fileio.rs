@@ -265,7 +265,13 @@ impl Overlay {
         Ok(())
     }
 
-    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> OpResult<()> {
+    pub fn fallocate(
+        &self,
+        fh: u64,
+        mode: sys::FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> OpResult<()> {
         let handle = self.file(fh)?;
         if !handle.writable {
             return Err(Errno::BADF);

@@ -133,7 +133,7 @@ pub struct Inode {
     lookups: AtomicU64,
     layers: RwLock<Layers>,
     /// Serialises copy-up of this inode, so concurrent writers copy once.
-    pub copy_up_lock: Mutex<()>,
+    copy_up_lock: Mutex<()>,
     /// Serialises changes to the names inside this dir (like i_rwsem).
     dir_lock: Mutex<()>,
     /// Set once the last name of the inode is gone.
@@ -176,6 +176,11 @@ impl Inode {
             _lock: self.dir_lock.lock(),
             version: &self.names_version,
         }
+    }
+
+    /// Serialises copy-ups of this inode: concurrent writers copy once.
+    pub fn lock_copy_up(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.copy_up_lock.lock()
     }
 
     /// Takes the name lock of this dir for a change that leaves its merged

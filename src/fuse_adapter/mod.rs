@@ -648,6 +648,8 @@ impl Filesystem for CowFs {
         reply: ReplyEmpty,
     ) {
         guarded("fallocate", || {
+            // FALLOC_FL_* as the caller gave them.
+            let mode = crate::sys::FallocateFlags::from_bits_retain(mode as u32);
             let allocated = self.overlay.fallocate(fh.0, mode, offset, length);
             reply.answer(&self.ttl, allocated);
         });

@@ -250,9 +250,8 @@ pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> SysResult<()> {
     }
 }
 
-pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> SysResult<()> {
-    let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as _);
-    rustix::fs::fallocate(fd, flags, offset, len)
+pub fn fallocate(fd: BorrowedFd<'_>, mode: FallocateFlags, offset: u64, len: u64) -> SysResult<()> {
+    rustix::fs::fallocate(fd, mode, offset, len)
 }
 
 pub fn seek(fd: BorrowedFd<'_>, pos: SeekFrom) -> SysResult<u64> {

@@ -34,8 +34,8 @@ pub use process::*;
 pub use xattr::*;
 
 pub use rustix::fs::{
-    AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs, Timespec, Timestamps,
-    XattrFlags,
+    AtFlags, FallocateFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, StatVfs,
+    Timespec, Timestamps, XattrFlags,
 };
 pub use rustix::io::Errno;
 
