@@ -43,6 +43,14 @@ impl Move {
     }
 }
 
+/// Whether a lower layer shows the old name (so it needs a whiteout once
+/// the object is gone from it) and the new one.
+#[derive(Clone, Copy)]
+struct LowerNames {
+    source: bool,
+    target: bool,
+}
+
 /// The two ends of a move, with their upper dirs open.
 struct Ends<'a> {
     parent: &'a Arc<Inode>,
@@ -96,11 +104,11 @@ impl Overlay {
             // Something changed between the checks and the lock.
             return Err(Errno::STALE);
         }
-        self.prepare_ends(&ends, &planned, &source_inode)?;
+        let lowers = self.prepare_ends(&ends, &planned, &source_inode)?;
         if planned.exchange {
-            self.swap_names(&ends, &planned, target_inode.as_ref())?;
+            self.swap_names(&ends, &planned, lowers, target_inode.as_ref())?;
         } else {
-            self.move_name(&ends, &planned, target_inode.as_ref())?;
+            self.move_name(&ends, &planned, lowers, target_inode.as_ref())?;
         }
         if planned.exchange
             && let Some(t) = &target_inode
@@ -185,8 +193,14 @@ impl Overlay {
     /// What the dirs need before anything moves: their link counts counted
     /// again, impure marks for objects with origins moving in, a name in the
     /// upper dir for an indexed file reached through the index, and the
-    /// redirect of a merged dir that moves.
-    fn prepare_ends(&self, ends: &Ends<'_>, planned: &Move, source: &Arc<Inode>) -> OpResult<()> {
+    /// redirect of a merged dir that moves. Returns whether a lower layer
+    /// shows the old name and the new one.
+    fn prepare_ends(
+        &self,
+        ends: &Ends<'_>,
+        planned: &Move,
+        source: &Arc<Inode>,
+    ) -> OpResult<LowerNames> {
         if planned.source_is_dir() || planned.target_is_dir() {
             ends.parent.forget_nlink();
             ends.new_parent.forget_nlink();
@@ -205,10 +219,14 @@ impl Overlay {
             // in the upper dir first, so there is something to move.
             sys::link_fd(self.real_fd(&shared)?.as_fd(), ends.from, ends.name)?;
         }
+        let lowers = LowerNames {
+            source: self.lower_has(ends.parent, ends.name)?,
+            target: self.lower_has(ends.new_parent, ends.new_name)?,
+        };
         if planned.source_redirect {
             self.set_redirect(source)?;
         }
-        Ok(())
+        Ok(lowers)
     }
 
     /// RENAME_EXCHANGE: the two upper objects swap names.
@@ -216,10 +234,9 @@ impl Overlay {
         &self,
         ends: &Ends<'_>,
         planned: &Move,
+        lowers: LowerNames,
         target: Option<&Arc<Inode>>,
     ) -> OpResult<()> {
-        let source_lower = self.lower_has(ends.parent, ends.name)?;
-        let target_lower = self.lower_has(ends.new_parent, ends.new_name)?;
         if let Some(t) = target.filter(|_| planned.target_redirect) {
             self.set_redirect(t)?;
         }
@@ -232,10 +249,10 @@ impl Overlay {
         )?;
         // A dir of upper content only, now at a name lower layers also
         // have, must not merge with them.
-        if planned.source_is_dir() && !planned.source_redirect && target_lower {
+        if planned.source_is_dir() && !planned.source_redirect && lowers.target {
             self.mark_opaque(ends.to, ends.new_name)?;
         }
-        if planned.target_is_dir() && !planned.target_redirect && source_lower {
+        if planned.target_is_dir() && !planned.target_redirect && lowers.source {
             self.mark_opaque(ends.from, ends.name)?;
         }
         Ok(())
@@ -248,12 +265,12 @@ impl Overlay {
         &self,
         ends: &Ends<'_>,
         planned: &Move,
+        lowers: LowerNames,
         target: Option<&Arc<Inode>>,
     ) -> OpResult<()> {
         let work = self.writable()?;
         let (from, name, to, new_name) = (ends.from, ends.name, ends.to, ends.new_name);
-        let source_lower = self.lower_has(ends.parent, name)?;
-        let target_lower = self.lower_has(ends.new_parent, new_name)?;
+        let (source_lower, target_lower) = (lowers.source, lowers.target);
         let target_upper = self.upper_entry(ends.new_parent, new_name)?;
         if let Some(t) = target.filter(|t| !t.is_dir()) {
             self.adjust_indexed_nlink(t, -1)?;
