@@ -26,14 +26,27 @@ pub struct RunSettings {
 /// Sets up, mounts and serves. Returns when the mount is gone (foreground)
 /// or, in the parent of a daemon, once the mount is live.
 pub fn run(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
-    let fd_budget = sys::raise_fd_limit();
     // Modes of new objects are computed per request (caller's umask, default ACLs).
     sys::clear_umask();
-    if plan.workdir_is_default
-        && let Some(dir) = &plan.workdir
+    let made_workdir = match &plan.workdir {
+        Some(dir) if plan.workdir_is_default => {
+            std::fs::create_dir(dir).map_err(|e| SetupError::io("creating work dir", dir, e))?;
+            Some(dir.clone())
+        }
+        _ => None,
+    };
+    let result = set_up_and_serve(plan, settings);
+    if result.is_err()
+        && let Some(dir) = made_workdir
     {
-        std::fs::create_dir(dir).map_err(|e| SetupError::io("creating work dir", dir, e))?;
+        // Made for this mount, which never came to be: nothing of it stays.
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    result
+}
+
+fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
+    let fd_budget = sys::raise_fd_limit();
     let mut roots = LayerRoots::open(
         plan.upper.as_deref(),
         plan.workdir.as_deref(),
@@ -77,8 +90,9 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
     );
 
     if settings.foreground {
+        let pid_file = PidFile::create(settings.pid_file.as_deref())?;
         let session = mount(&plan, overlay, settings.threads)?;
-        write_pid_file(settings.pid_file.as_deref())?;
+        let session = pid_file.write_or_unmount(session)?;
         serve_then_exit(session, true);
     }
 
@@ -102,9 +116,10 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
         sys::Forked::Child => {
             drop(report_read);
             sys::setsid();
-            let session = match mount(&plan, overlay, settings.threads)
-                .and_then(|s| write_pid_file(settings.pid_file.as_deref()).map(|()| s))
-            {
+            let session = match PidFile::create(settings.pid_file.as_deref()).and_then(|pid_file| {
+                let session = mount(&plan, overlay, settings.threads)?;
+                pid_file.write_or_unmount(session)
+            }) {
                 Ok(session) => session,
                 Err(e) => {
                     let _ = sys::write_all(report_write.as_fd(), e.one_line().as_bytes());
@@ -119,14 +134,41 @@ pub fn run(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
     }
 }
 
-fn write_pid_file(path: Option<&Path>) -> SetupResult<()> {
-    if let Some(path) = path {
-        let mut file =
-            std::fs::File::create(path).map_err(|e| SetupError::io("pid file", path, e))?;
-        writeln!(file, "{}", std::process::id())
-            .map_err(|e| SetupError::io("pid file", path, e))?;
+/// The pid file. Made under a temporary name beside it before the mount, so
+/// that a path that can't be written fails before anything is mounted; it
+/// takes its name, with the pid in it, once the mount is live, so that it
+/// still says the mount is live when it appears.
+struct PidFile(Option<(PathBuf, PathBuf, std::fs::File)>);
+
+impl PidFile {
+    fn create(path: Option<&Path>) -> SetupResult<PidFile> {
+        let Some(path) = path else {
+            return Ok(PidFile(None));
+        };
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(format!(".{}.tmp", std::process::id()));
+        let temp = PathBuf::from(temp);
+        let file = std::fs::File::create(&temp).map_err(|e| SetupError::io("pid file", path, e))?;
+        Ok(PidFile(Some((path.to_path_buf(), temp, file))))
     }
-    Ok(())
+
+    /// Writes the pid and gives the file its name; if that fails, the mount
+    /// is taken down again.
+    fn write_or_unmount(self, mut mounted: Mounted) -> SetupResult<Mounted> {
+        let Some((path, temp, mut file)) = self.0 else {
+            return Ok(mounted);
+        };
+        let written =
+            writeln!(file, "{}", std::process::id()).and_then(|()| std::fs::rename(&temp, &path));
+        match written {
+            Ok(()) => Ok(mounted),
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                mounted.unmount.unmount();
+                Err(SetupError::io("pid file", path, e))
+            }
+        }
+    }
 }
 
 /// A live mount and how to take it down.

@@ -710,9 +710,8 @@ fn work_dir_that_cannot_be_created_is_named_with_its_step() {
     );
 }
 
-/// A pid file that cannot be written is reported by the daemon through the command that started
-/// it, naming the pid file. (Only the message is checked here: today the daemon has mounted by
-/// then and leaves a dead mount behind, which the fixture takes away.)
+/// A pid file that cannot be written fails the mount before anything is mounted, names the pid
+/// file, and leaves nothing behind: no mount, no default work dir (it was made for this mount).
 #[test]
 fn pid_file_in_a_missing_dir_is_named_with_its_step() {
     let fx = Fixture::standard();
@@ -724,6 +723,7 @@ fn pid_file_in_a_missing_dir_is_named_with_its_step() {
         "--pid-file",
         &pid_file,
     ]);
+    run.expect_cowfs_error(&["pid file"]);
     expect_one_error_line(
         &run,
         &format!("pid file {pid_file}: No such file or directory (os error 2)"),
