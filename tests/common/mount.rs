@@ -109,7 +109,13 @@ pub struct CowfsMount {
     pub mnt: PathBuf,
     proc_: Proc,
     pub stderr_path: PathBuf,
+    /// How long `unmount`, `signal` and `cli_umount` wait for the daemon to exit.
+    exit_timeout: Duration,
 }
+
+/// How long the daemon may take to exit after an unmount or a signal (see
+/// [`CowfsMount::with_exit_timeout`]).
+pub const DAEMON_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn log_paths(log_dir: &Path) -> (PathBuf, PathBuf) {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -151,28 +157,60 @@ impl CowfsMount {
             mnt: mnt.to_path_buf(),
             proc_: Proc::Gone,
             stderr_path: PathBuf::from("/dev/null"),
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
         }
     }
 
     /// Spawns `cowfs ARGS` (which must include `--foreground`) and waits until `mnt` is a
     /// mountpoint. Logs go to files in `log_dir`.
     pub fn foreground(args: &[OsString], mnt: &Path, log_dir: &Path) -> CowfsMount {
+        CowfsMount::spawn(
+            Command::new(cowfs_bin())
+                .args(args)
+                .env("RUST_BACKTRACE", "1"),
+            mnt,
+            log_dir,
+            MOUNT_TIMEOUT,
+        )
+    }
+
+    /// Spawns `cmd`, a `cowfs mount --foreground` or a program that runs one (strace, a given
+    /// environment), as our child, and waits up to `timeout` until `mnt` is a mountpoint; panics
+    /// (and tears down) if the child exits first or the mount does not appear in time. stdin is
+    /// closed; stdout and stderr go to files in `log_dir` (see [`CowfsMount::stderr`]).
+    pub fn spawn(cmd: &mut Command, mnt: &Path, log_dir: &Path, timeout: Duration) -> CowfsMount {
         let (out, err) = log_paths(log_dir);
-        let child = Command::new(cowfs_bin())
-            .args(args)
+        let what = format!("{cmd:?}");
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
-            .env("RUST_BACKTRACE", "1")
             .spawn()
-            .expect("spawn cowfs");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let mut m = CowfsMount {
             mnt: mnt.to_path_buf(),
             proc_: Proc::Child(child),
             stderr_path: err,
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
         };
-        m.wait_mounted(args);
+        m.wait_mounted(&what, timeout);
         m
+    }
+
+    /// How long `unmount`, `signal` and `cli_umount` wait for the daemon to exit (default
+    /// [`DAEMON_EXIT_TIMEOUT`]); longer for a daemon slowed down by strace.
+    pub fn with_exit_timeout(mut self, timeout: Duration) -> CowfsMount {
+        self.exit_timeout = timeout;
+        self
+    }
+
+    /// The daemon is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.proc_ {
+            Proc::Child(c) => c.try_wait().unwrap().is_none(),
+            Proc::Daemon(pid) => pid_alive(*pid),
+            Proc::Gone => false,
+        }
     }
 
     /// Daemon mode: runs `cowfs ARGS` (without --foreground, with `--pid-file PIDFILE` among
@@ -221,6 +259,7 @@ impl CowfsMount {
                 None => Proc::Gone,
             },
             stderr_path: err.clone(),
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
         };
         if !status.success() || pid.is_none() || !mounted {
             let msg = format!(
@@ -242,7 +281,7 @@ impl CowfsMount {
         m
     }
 
-    fn wait_mounted(&mut self, args: &[OsString]) {
+    fn wait_mounted(&mut self, what: &str, timeout: Duration) {
         let start = Instant::now();
         loop {
             if let Proc::Child(c) = &mut self.proc_
@@ -251,7 +290,7 @@ impl CowfsMount {
                 self.proc_ = Proc::Gone;
                 let _ = umount2(&self.mnt, libc::MNT_DETACH);
                 panic!(
-                    "cowfs {args:?} exited ({st}) before mounting; stderr:\n{}",
+                    "{what} exited ({st}) before mounting; stderr:\n{}",
                     self.stderr()
                 );
             }
@@ -259,9 +298,9 @@ impl CowfsMount {
             if is_mounted(&self.mnt) && dev_differs(&self.mnt) {
                 return;
             }
-            if start.elapsed() > MOUNT_TIMEOUT {
+            if start.elapsed() > timeout {
                 let msg = format!(
-                    "cowfs {args:?} did not mount {} within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    "{what} did not mount {} within {timeout:?}; stderr:\n{}",
                     self.mnt.display(),
                     self.stderr()
                 );
@@ -354,11 +393,12 @@ impl CowfsMount {
     /// Waits for the daemon after an unmount; returns its exit status if we could observe it
     /// (always for --foreground children; for daemons via PR_SET_CHILD_SUBREAPER).
     fn finish(mut self, how: &str) -> Option<ExitStatus> {
-        let r = self.wait_exit(Duration::from_secs(10));
+        let timeout = self.exit_timeout;
+        let r = self.wait_exit(timeout);
         let status = match r {
             None => {
                 let msg = format!(
-                    "cowfs daemon did not exit within 10s after {how}; stderr:\n{}",
+                    "cowfs daemon did not exit within {timeout:?} after {how}; stderr:\n{}",
                     self.stderr()
                 );
                 self.teardown();
