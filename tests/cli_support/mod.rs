@@ -11,6 +11,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::common::mounts_under;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cowfs");
 /// Validation is instant; this only has to survive a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -114,48 +116,6 @@ fn diff_snapshots(before: &Snapshot, after: &Snapshot) -> Vec<String> {
         }
     }
     changes
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// (mount point, fstype) of every mount at or under `root`.
-fn mounts_under(root: &Path) -> BTreeSet<(PathBuf, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let mut out = BTreeSet::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
-        if mp.starts_with(root) {
-            out.insert((mp, fstype.to_string()));
-        }
-    }
-    out
 }
 
 fn lazy_unmount(path: &Path) {

@@ -1,6 +1,7 @@
 //! Mount guards: [`CowfsMount`] (a cowfs daemon) and [`KernelOverlay`] (kernel overlayfs), plus
-//! mountinfo helpers.
+//! the one mountinfo parser ([`mounts`], [`mount_entry`], [`mounts_under`], [`is_mounted`]).
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -19,45 +20,79 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 // mount detection
 // ---------------------------------------------------------------------------
 
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub mnt: PathBuf,
+    /// per-mount options (`rw,nosuid,nodev,...`)
+    pub opts: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    pub super_opts: String,
+}
+
+/// Undoes mountinfo's `\ooo` octal escapes (space, tab, newline, backslash).
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8)
         {
             out.push(v);
             i += 4;
-            continue;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
-        out.push(b[i]);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every mount in /proc/self/mountinfo, in its order (a later one is on top of an earlier one
+/// at the same place).
+pub fn mounts() -> Vec<MountEntry> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if f.len() < sep + 4 || sep < 6 {
+            continue;
+        }
+        out.push(MountEntry {
+            mnt: PathBuf::from(unescape_mountinfo(f[4])),
+            opts: f[5].split(',').map(str::to_string).collect(),
+            fstype: f[sep + 1].to_string(),
+            source: unescape_mountinfo(f[sep + 2]),
+            super_opts: f[sep + 3].to_string(),
+        });
+    }
+    out
+}
+
+/// The topmost mount exactly at `mnt`.
+pub fn mount_entry(mnt: &Path) -> Option<MountEntry> {
+    mounts().into_iter().rev().find(|m| m.mnt == mnt)
+}
+
+/// (mount point, fstype) of every mount at or under `root`.
+pub fn mounts_under(root: &Path) -> BTreeSet<(PathBuf, String)> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.mnt.starts_with(root))
+        .map(|m| (m.mnt, m.fstype))
+        .collect()
+}
+
 /// fstype of whatever is mounted exactly at `mnt` (topmost), per /proc/self/mountinfo.
 pub fn mount_fstype(mnt: &Path) -> Option<String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mnt.to_string_lossy();
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 5 {
-            continue;
-        }
-        if unescape_mountinfo(fields[4]) != want {
-            continue;
-        }
-        if let Some(sep) = fields.iter().position(|f| *f == "-")
-            && let Some(t) = fields.get(sep + 1)
-        {
-            found = Some(t.to_string());
-        }
-    }
-    found
+    mount_entry(mnt).map(|m| m.fstype)
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {

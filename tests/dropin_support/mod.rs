@@ -9,17 +9,18 @@
 //! * [`Daemon`]: a detached cowfs daemon (this process is a child subreaper, so the daemon is
 //!   re-parented to it and its exit status can be observed).
 //!
-//! Self-contained (std, libc, tempfile) so it does not depend on tests/common.
+//! Mountinfo parsing and the libc wrappers come from tests/common.
 #![allow(dead_code)]
 
 mod system;
 pub use system::*;
 
+pub use crate::common::{check, cstr, is_mounted, mount_entry, mounts, umount2};
+
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -36,18 +37,6 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cowfs")
-}
-
-pub fn cstr(p: impl AsRef<OsStr>) -> CString {
-    CString::new(p.as_ref().as_bytes()).expect("NUL in path")
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -242,71 +231,6 @@ impl Daemon {
 // ---------------------------------------------------------------------------
 // mounts
 // ---------------------------------------------------------------------------
-
-/// One line of /proc/self/mountinfo.
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    pub mnt: PathBuf,
-    /// per-mount options (`rw,nosuid,nodev,...`)
-    pub opts: Vec<String>,
-    pub fstype: String,
-    pub source: String,
-    pub super_opts: String,
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn mounts() -> Vec<MountEntry> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        if f.len() < sep + 4 || sep < 6 {
-            continue;
-        }
-        out.push(MountEntry {
-            mnt: PathBuf::from(unescape(f[4])),
-            opts: f[5].split(',').map(str::to_string).collect(),
-            fstype: f[sep + 1].to_string(),
-            source: unescape(f[sep + 2]),
-            super_opts: f[sep + 3].to_string(),
-        });
-    }
-    out
-}
-
-/// The topmost mount exactly at `mnt`.
-pub fn mount_entry(mnt: &Path) -> Option<MountEntry> {
-    mounts().into_iter().rev().find(|m| m.mnt == mnt)
-}
-
-pub fn is_mounted(mnt: &Path) -> bool {
-    mount_entry(mnt).is_some()
-}
-
-pub fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
-    check(unsafe { libc::umount2(cstr(mnt).as_ptr(), flags) })
-}
 
 /// umount2(mnt, 0), retrying while busy (a just-closed file may still be released).
 pub fn unmount(mnt: &Path) {
