@@ -589,10 +589,7 @@ fn rootless_mount_through_fusermount3() {
         no_warnings(&out);
         let e = mount_entry(&mnt).expect("mounted");
         assert_eq!(e.fstype, "fuse.cowfs", "{e:?}");
-        Daemon {
-            pid: read(&pid_file).trim().parse().unwrap(),
-            mnt: mnt.clone(),
-        }
+        CowfsMount::adopt(read(&pid_file).trim().parse().unwrap(), &mnt)
     };
     let d = mounted();
     assert_eq!(sh(&format!("cat {}", m("f"))).stdout, "lower\n");
@@ -722,8 +719,8 @@ fn teardown_by(how: &str) {
         "cowfs umount" => {
             fx.cowfs(&["umount", &mnt]).expect_ok();
         }
-        "SIGTERM" => d.signal(libc::SIGTERM),
-        "SIGINT" => d.signal(libc::SIGINT),
+        "SIGTERM" => d.send_signal(libc::SIGTERM),
+        "SIGINT" => d.send_signal(libc::SIGINT),
         _ => unreachable!(),
     }
     let st = d.expect_clean_exit(how);
@@ -761,9 +758,9 @@ fn remount_after_sigkill() {
     let fx = Fix::new(DEADLINE);
     let lay = Lay::new(&fx);
     let args = lay.args(&lay.opts());
-    let (d, _) = fx.mount(&args, &lay.mnt);
+    let (mut d, _) = fx.mount(&args, &lay.mnt);
     lay.check_rw("before");
-    d.signal(libc::SIGKILL);
+    d.send_signal(libc::SIGKILL);
     let st = d.wait_exit(EXIT_TIMEOUT).expect("daemon survived SIGKILL");
     if let Some(st) = st {
         assert_eq!(st.signal(), Some(libc::SIGKILL), "{st}");
@@ -801,10 +798,7 @@ fn remount_after_sigkill() {
         fx.cowfs(&all).expect_ok();
     }
     let pid: i32 = read(&fx.p("again.pid")).trim().parse().unwrap();
-    let d = Daemon {
-        pid,
-        mnt: lay.mnt.clone(),
-    };
+    let d = CowfsMount::adopt(pid, &lay.mnt);
     assert_eq!(mount_entry(&lay.mnt).unwrap().fstype, "fuse.cowfs");
     assert_eq!(read(&lay.mnt.join("new-before")), "before", "data kept");
     lay.check_rw("after");

@@ -115,7 +115,7 @@ pub fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
     check(unsafe { libc::umount2(cstr(mnt).as_ptr(), flags) })
 }
 
-fn pid_alive(pid: i32) -> bool {
+pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(s) => {
@@ -143,6 +143,7 @@ enum Proc {
 pub struct CowfsMount {
     pub mnt: PathBuf,
     proc_: Proc,
+    pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
     /// How long `unmount`, `signal` and `cli_umount` wait for the daemon to exit.
     exit_timeout: Duration,
@@ -191,6 +192,7 @@ impl CowfsMount {
         CowfsMount {
             mnt: mnt.to_path_buf(),
             proc_: Proc::Gone,
+            stdout_path: PathBuf::from("/dev/null"),
             stderr_path: PathBuf::from("/dev/null"),
             exit_timeout: DAEMON_EXIT_TIMEOUT,
         }
@@ -225,6 +227,7 @@ impl CowfsMount {
         let mut m = CowfsMount {
             mnt: mnt.to_path_buf(),
             proc_: Proc::Child(child),
+            stdout_path: out,
             stderr_path: err,
             exit_timeout: DAEMON_EXIT_TIMEOUT,
         };
@@ -257,27 +260,49 @@ impl CowfsMount {
         pid_file: &Path,
         log_dir: &Path,
     ) -> CowfsMount {
+        CowfsMount::start_daemon(
+            Command::new(cowfs_bin()).args(args).current_dir(cwd),
+            mnt,
+            pid_file,
+            log_dir,
+            MOUNT_TIMEOUT,
+        )
+        .0
+    }
+
+    /// Daemon mode for any command that starts a cowfs daemon and returns (`cowfs ... --pid-file
+    /// PIDFILE`, `mount -t fuse.cowfs`, a script): runs `cmd` (stdin closed, stdout and stderr to
+    /// files in `log_dir`, see [`CowfsMount::stdout`] / [`CowfsMount::stderr`]), requires it to
+    /// exit 0 within `timeout` with the mount already live and usable and a pid in `pid_file`.
+    /// Returns the guard and the command's exit status. This process becomes a child subreaper,
+    /// so the daemon is re-parented to it and its exit status can be checked.
+    pub fn start_daemon(
+        cmd: &mut Command,
+        mnt: &Path,
+        pid_file: &Path,
+        log_dir: &Path,
+        timeout: Duration,
+    ) -> (CowfsMount, ExitStatus) {
         become_subreaper();
         let (out, err) = log_paths(log_dir);
-        let mut child = Command::new(cowfs_bin())
-            .args(args)
-            .current_dir(cwd)
+        let what = format!("{cmd:?}");
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
             .spawn()
-            .expect("spawn cowfs");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let start = Instant::now();
         let status = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break st;
             }
-            if start.elapsed() > MOUNT_TIMEOUT {
+            if start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = umount2(mnt, libc::MNT_DETACH);
                 panic!(
-                    "`cowfs {args:?}` did not return within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    "`{what}` did not return within {timeout:?}; stderr:\n{}",
                     fs::read_to_string(&err).unwrap_or_default()
                 );
             }
@@ -293,15 +318,16 @@ impl CowfsMount {
                 Some(p) => Proc::Daemon(p),
                 None => Proc::Gone,
             },
-            stderr_path: err.clone(),
+            stdout_path: out,
+            stderr_path: err,
             exit_timeout: DAEMON_EXIT_TIMEOUT,
         };
         if !status.success() || pid.is_none() || !mounted {
             let msg = format!(
-                "`cowfs {args:?}` (cwd {}) -> {status}; pid file {}: {:?}; mounted when it returned: {mounted}\nstderr:\n{}",
-                cwd.display(),
+                "`{what}` -> {status}; pid file {}: {:?}; mounted when it returned: {mounted}\n--- stdout ---\n{}--- stderr ---\n{}",
                 pid_file.display(),
                 fs::read_to_string(pid_file),
+                m.stdout(),
                 m.stderr()
             );
             drop(m);
@@ -313,7 +339,19 @@ impl CowfsMount {
             "mount at {} listed but st_dev equals parent's",
             mnt.display()
         );
-        m
+        (m, status)
+    }
+
+    /// A guard for a cowfs daemon someone else started (`mount(8)`, a script run as another
+    /// user): `pid` serving `mnt`. We can reap it only if we are its subreaper.
+    pub fn adopt(pid: i32, mnt: &Path) -> CowfsMount {
+        CowfsMount {
+            mnt: mnt.to_path_buf(),
+            proc_: Proc::Daemon(pid),
+            stdout_path: PathBuf::from("/dev/null"),
+            stderr_path: PathBuf::from("/dev/null"),
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
+        }
     }
 
     fn wait_mounted(&mut self, what: &str, timeout: Duration) {
@@ -346,6 +384,10 @@ impl CowfsMount {
         }
     }
 
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -360,7 +402,7 @@ impl CowfsMount {
 
     /// Waits up to `timeout` for the daemon to exit. `Some(Some(status))` if we could reap it,
     /// `Some(None)` if it is gone but not our child, `None` if still running.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<Option<ExitStatus>> {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<ExitStatus>> {
         let start = Instant::now();
         loop {
             match &mut self.proc_ {
@@ -372,17 +414,10 @@ impl CowfsMount {
                     }
                 }
                 Proc::Daemon(pid) => {
-                    let pid = *pid;
-                    let mut status = 0;
-                    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-                    if r == pid {
+                    let r = wait_pid_exit(*pid, Duration::ZERO);
+                    if r.is_some() {
                         self.proc_ = Proc::Gone;
-                        use std::os::unix::process::ExitStatusExt;
-                        return Some(Some(ExitStatus::from_raw(status)));
-                    }
-                    if r < 0 && !pid_alive(pid) {
-                        self.proc_ = Proc::Gone;
-                        return Some(None);
+                        return r;
                     }
                 }
             }
@@ -391,6 +426,12 @@ impl CowfsMount {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `sig` to the daemon (see [`CowfsMount::signal`] to also wait for a clean exit).
+    pub fn send_signal(&self, sig: i32) {
+        let pid = self.pid().expect("daemon pid");
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid} with {sig}");
     }
 
     fn kill9(&mut self) {
@@ -425,9 +466,12 @@ impl CowfsMount {
         }
     }
 
-    /// Waits for the daemon after an unmount; returns its exit status if we could observe it
-    /// (always for --foreground children; for daemons via PR_SET_CHILD_SUBREAPER).
-    fn finish(mut self, how: &str) -> Option<ExitStatus> {
+    /// Waits for the daemon after an unmount (`how`, done by the caller or by one of the methods
+    /// here): it must exit 0 within the exit timeout and leave no mount. Returns its exit status
+    /// if we could observe it (always for --foreground children; for daemons via
+    /// PR_SET_CHILD_SUBREAPER).
+    #[track_caller]
+    pub fn expect_clean_exit(mut self, how: &str) -> Option<ExitStatus> {
         let timeout = self.exit_timeout;
         let r = self.wait_exit(timeout);
         let status = match r {
@@ -478,14 +522,13 @@ impl CowfsMount {
                 }
             }
         }
-        self.finish("umount2")
+        self.expect_clean_exit("umount2")
     }
 
     /// Sends `sig` to the daemon; it must unmount and exit 0.
     pub fn signal(self, sig: i32) -> Option<ExitStatus> {
-        let pid = self.pid().expect("daemon pid");
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
-        self.finish(&format!("signal {sig}"))
+        self.send_signal(sig);
+        self.expect_clean_exit(&format!("signal {sig}"))
     }
 
     /// Unmounts with `cowfs umount MNT` run in `cwd` with the given mountpoint argument;
@@ -506,7 +549,7 @@ impl CowfsMount {
             self.teardown();
             panic!("{msg}");
         }
-        self.finish("cowfs umount")
+        self.expect_clean_exit("cowfs umount")
     }
 }
 
@@ -536,7 +579,29 @@ fn tail(s: &str, n: usize) -> &str {
     }
 }
 
-fn become_subreaper() {
+/// Waits up to `timeout` for process `pid` to exit: `Some(Some(status))` when reaped (it is our
+/// child, or re-parented to us as its subreaper), `Some(None)` when gone but not ours to reap,
+/// `None` if still running at the deadline.
+pub fn wait_pid_exit(pid: i32, timeout: Duration) -> Option<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(Some(ExitStatus::from_raw(status)));
+        }
+        if r < 0 && !pid_alive(pid) {
+            return Some(None);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn become_subreaper() {
     // So a daemonised cowfs is re-parented to us and can be reaped / its status checked.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }

@@ -6,8 +6,9 @@
 //!   FUSE request fails instead of hanging the test. Dropping a `Fix` does the same cleanup.
 //! * [`Fix::run`]: every command runs under a timeout; output goes to files (a daemon may keep
 //!   inherited pipes open).
-//! * [`Daemon`]: a detached cowfs daemon (this process is a child subreaper, so the daemon is
-//!   re-parented to it and its exit status can be observed).
+//! * [`Fix::mount`]: a detached cowfs daemon behind the common guard [`CowfsMount`] (this
+//!   process is a child subreaper, so the daemon is re-parented to it and its exit status can be
+//!   observed).
 //!
 //! Mountinfo parsing and the libc wrappers come from tests/common.
 #![allow(dead_code)]
@@ -15,14 +16,16 @@
 mod system;
 pub use system::*;
 
-pub use crate::common::{check, cstr, is_mounted, mount_entry, mounts, umount2};
+pub use crate::common::{
+    CowfsMount, DAEMON_EXIT_TIMEOUT as EXIT_TIMEOUT, check, cstr, is_mounted, mount_entry, mounts,
+    pid_alive, wait_pid_exit,
+};
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +34,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -117,22 +119,6 @@ pub fn run_in(cmd: &mut Command, timeout: Duration, log_dir: &Path) -> Out {
 // processes
 // ---------------------------------------------------------------------------
 
-pub fn become_subreaper() {
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-pub fn pid_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(s) => {
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-    }
-}
-
 /// Pids of cowfs processes (by executable name) with `needle` in some argument.
 pub fn cowfs_pids(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
@@ -170,81 +156,9 @@ pub fn cowfs_pids(needle: &str) -> Vec<i32> {
     out
 }
 
-/// A detached cowfs daemon serving `mnt`.
-#[derive(Debug)]
-pub struct Daemon {
-    pub pid: i32,
-    pub mnt: PathBuf,
-}
-
-impl Daemon {
-    /// Waits for the daemon to exit: `Some(Some(status))` when reaped (we are its subreaper),
-    /// `Some(None)` when gone but not ours to reap, `None` if still running at the deadline.
-    pub fn wait_exit(&self, timeout: Duration) -> Option<Option<ExitStatus>> {
-        let start = Instant::now();
-        loop {
-            let mut st = 0;
-            let r = unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) };
-            if r == self.pid {
-                return Some(Some(ExitStatus::from_raw(st)));
-            }
-            if r < 0 && !pid_alive(self.pid) {
-                return Some(None);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Asserts the daemon exits with status 0 (if it is ours to reap) and the mount is gone.
-    #[track_caller]
-    pub fn expect_clean_exit(&self, how: &str) -> Option<ExitStatus> {
-        let st = self.wait_exit(EXIT_TIMEOUT);
-        let st = st.unwrap_or_else(|| {
-            panic!(
-                "daemon {} still running {EXIT_TIMEOUT:?} after {how}",
-                self.pid
-            )
-        });
-        if let Some(st) = st {
-            assert!(
-                st.success(),
-                "daemon {} exited with {st} after {how}",
-                self.pid
-            );
-        }
-        assert!(
-            !is_mounted(&self.mnt),
-            "{} still mounted after {how} (daemon gone)",
-            self.mnt.display()
-        );
-        st
-    }
-
-    pub fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc::kill(self.pid, sig) }, 0, "kill {sig}");
-    }
-}
-
 // ---------------------------------------------------------------------------
 // mounts
 // ---------------------------------------------------------------------------
-
-/// umount2(mnt, 0), retrying while busy (a just-closed file may still be released).
-pub fn unmount(mnt: &Path) {
-    for _ in 0..50 {
-        match umount2(mnt, 0) {
-            Ok(()) => return,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Err(e) => panic!("umount {}: {e}", mnt.display()),
-        }
-    }
-    panic!("umount {}: still busy after 5s", mnt.display());
-}
 
 /// Kills every cowfs process naming `root`, detaches every mount under `root`, reaps.
 pub fn cleanup(root: &Path) {
@@ -263,15 +177,11 @@ pub fn cleanup(root: &Path) {
             break;
         }
         for m in under.iter().rev() {
-            let _ = umount2(m, libc::MNT_DETACH);
+            let _ = crate::common::umount2(m, libc::MNT_DETACH);
         }
     }
     for pid in pids {
-        let _ = (Daemon {
-            pid,
-            mnt: PathBuf::new(),
-        })
-        .wait_exit(Duration::from_secs(5));
+        let _ = wait_pid_exit(pid, Duration::from_secs(5));
     }
 }
 
@@ -289,7 +199,7 @@ pub struct Fix {
 impl Fix {
     /// A fresh temp dir (in /tmp) and a watchdog that tears everything down after `deadline`.
     pub fn new(deadline: Duration) -> Fix {
-        become_subreaper();
+        crate::common::become_subreaper();
         let tmp = tempfile::Builder::new()
             .prefix("cowfs-dropin-")
             .tempdir_in("/tmp")
@@ -339,31 +249,37 @@ impl Fix {
     }
 
     /// Runs `cowfs ARGS --pid-file ...` (daemon mode), requires exit 0 with `mnt` already
-    /// mounted as fuse.cowfs, returns the daemon and the front process's output.
+    /// mounted as fuse.cowfs, returns the daemon's guard and the front process's output.
     #[track_caller]
-    pub fn mount<S: AsRef<OsStr>>(&self, args: &[S], mnt: &Path) -> (Daemon, Out) {
+    pub fn mount<S: AsRef<OsStr>>(&self, args: &[S], mnt: &Path) -> (CowfsMount, Out) {
         self.mount_in(args, mnt, &self.root)
     }
 
     /// [`Fix::mount`] with the working directory `cwd` (for relative paths).
     #[track_caller]
-    pub fn mount_in<S: AsRef<OsStr>>(&self, args: &[S], mnt: &Path, cwd: &Path) -> (Daemon, Out) {
+    pub fn mount_in<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        mnt: &Path,
+        cwd: &Path,
+    ) -> (CowfsMount, Out) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid_file = self.p(&format!(".pid-{n}"));
-        let mut all: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
-        all.push("--pid-file".into());
-        all.push(pid_file.clone().into());
-        let out = self.run(
-            Command::new(bin())
-                .args(&all)
-                .current_dir(cwd)
-                .env_remove("RUST_LOG"),
-        );
-        let out = out.expect_ok();
-        let pid: i32 = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {}; {}", pid_file.display(), out.describe()));
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG");
+        let what = format!("{cmd:?}");
+        let (d, status) =
+            CowfsMount::start_daemon(&mut cmd, mnt, &pid_file, &self.root, CMD_TIMEOUT);
+        let out = Out {
+            what,
+            status,
+            stdout: d.stdout(),
+            stderr: d.stderr(),
+        };
         let entry = mount_entry(mnt).unwrap_or_else(|| {
             panic!(
                 "{} not mounted after cowfs returned 0; {}",
@@ -372,20 +288,13 @@ impl Fix {
             )
         });
         assert_eq!(entry.fstype, "fuse.cowfs", "fstype of {}", mnt.display());
-        (
-            Daemon {
-                pid,
-                mnt: mnt.to_path_buf(),
-            },
-            out,
-        )
+        (d, out)
     }
 
-    /// umount2(2), then the daemon must exit 0.
+    /// umount2(2) (retried while busy), then the daemon must exit 0 and leave no mount.
     #[track_caller]
-    pub fn unmount(&self, d: Daemon) {
-        unmount(&d.mnt);
-        d.expect_clean_exit("umount2");
+    pub fn unmount(&self, d: CowfsMount) {
+        d.unmount();
     }
 }
 

@@ -135,7 +135,7 @@ impl Drop for Installed {
 }
 
 /// The one cowfs daemon whose argv names `fx`'s dir.
-pub fn find_daemon(fx: &Fix, mnt: &Path) -> Daemon {
+pub fn find_daemon(fx: &Fix, mnt: &Path) -> CowfsMount {
     let pids = cowfs_pids(&fx.root.to_string_lossy());
     assert_eq!(
         pids.len(),
@@ -148,8 +148,5 @@ pub fn find_daemon(fx: &Fix, mnt: &Path) -> Daemon {
         "daemon argv: {:?}",
         String::from_utf8_lossy(&argv).replace('\0', " ")
     );
-    Daemon {
-        pid: pids[0],
-        mnt: mnt.to_path_buf(),
-    }
+    CowfsMount::adopt(pids[0], mnt)
 }
