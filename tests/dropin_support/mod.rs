@@ -17,15 +17,15 @@ mod system;
 pub use system::*;
 
 pub use crate::common::{
-    CowfsMount, DAEMON_EXIT_TIMEOUT as EXIT_TIMEOUT, check, cstr, is_mounted, mount_entry, mounts,
-    pid_alive, wait_pid_exit,
+    CowfsMount, DAEMON_EXIT_TIMEOUT as EXIT_TIMEOUT, assert_enoent, assert_errno, assert_whiteout,
+    chmod, is_mounted, is_whiteout, lchown, lgetxattr, list_names, llistxattr, mount_entry, mounts,
+    names, pid_alive, read, set_xattr, truncate_path, wait_pid_exit, write_file,
 };
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -318,145 +318,14 @@ impl Drop for Fix {
 }
 
 // ---------------------------------------------------------------------------
-// file helpers
+// the merged view as a map
 // ---------------------------------------------------------------------------
-
-pub fn write(p: &Path, data: impl AsRef<[u8]>) {
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).unwrap();
-    }
-    fs::write(p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-}
-
-pub fn read(p: &Path) -> String {
-    fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-pub fn ls(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-pub fn sorted(list: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-    v.sort();
-    v
-}
-
-pub fn lchown(p: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-        .unwrap_or_else(|e| panic!("lchown {}: {e}", p.display()));
-}
-
-pub fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
-}
-
-pub fn errno<T: std::fmt::Debug>(r: io::Result<T>, what: &str) -> i32 {
-    match r {
-        Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
-        Err(e) => e.raw_os_error().unwrap_or(-1),
-    }
-}
-
-#[track_caller]
-pub fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, want: i32, what: &str) {
-    let got = errno(r, what);
-    assert_eq!(
-        got,
-        want,
-        "{what}: want {}, got {}",
-        io::Error::from_raw_os_error(want),
-        io::Error::from_raw_os_error(got)
-    );
-}
-
-#[track_caller]
-pub fn assert_enoent(p: &Path) {
-    assert_errno(
-        fs::symlink_metadata(p),
-        libc::ENOENT,
-        &p.display().to_string(),
-    );
-}
-
-pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let (c, n) = (cstr(p), cstr(name));
-    let mut buf = vec![0u8; 4096];
-    let got = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-        )
-    };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(got as usize);
-    Ok(buf)
-}
-
-pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) {
-    let (c, n) = (cstr(p), cstr(name));
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    };
-    check(r).unwrap_or_else(|e| panic!("setxattr {name} {}: {e}", p.display()));
-}
-
-pub fn xattr_names(p: &Path) -> Vec<String> {
-    let c = cstr(p);
-    let mut buf = vec![0u8; 65536];
-    let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
-    assert!(got >= 0, "listxattr {}", p.display());
-    buf.truncate(got as usize);
-    let mut v: Vec<String> = buf
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// A 0/0 char device (kernel overlayfs whiteout).
-pub fn is_whiteout(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
-}
-
-#[track_caller]
-pub fn assert_whiteout(p: &Path) {
-    let m = fs::symlink_metadata(p);
-    assert!(
-        is_whiteout(p),
-        "expected a 0/0 char device whiteout at {}, found {m:?}",
-        p.display()
-    );
-}
-
-pub fn truncate(p: &Path, len: i64) -> io::Result<()> {
-    check(unsafe { libc::truncate(cstr(p).as_ptr(), len) })
-}
 
 /// path -> "kind mode uid:gid size/target/content" for every entry under `root`, not following
 /// symlinks.
 pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
-        for name in ls(dir) {
+        for name in list_names(dir) {
             let p = dir.join(&name);
             let r = if rel.is_empty() {
                 name.clone()
@@ -515,13 +384,13 @@ impl Lay {
             w: fx.dir("W"),
             mnt: fx.dir("mnt"),
         };
-        write(&lay.b.join("base"), "from B");
-        write(&lay.b.join("shadow"), "B");
-        write(&lay.b.join("dir/b"), "b");
-        write(&lay.b.join("dir/common"), "B");
-        write(&lay.a.join("shadow"), "A");
-        write(&lay.a.join("dir/a"), "a");
-        write(&lay.a.join("dir/common"), "A");
+        write_file(&lay.b.join("base"), "from B");
+        write_file(&lay.b.join("shadow"), "B");
+        write_file(&lay.b.join("dir/b"), "b");
+        write_file(&lay.b.join("dir/common"), "B");
+        write_file(&lay.a.join("shadow"), "A");
+        write_file(&lay.a.join("dir/a"), "a");
+        write_file(&lay.a.join("dir/common"), "A");
         lay
     }
 
@@ -549,7 +418,7 @@ impl Lay {
     pub fn check_rw(&self, tag: &str) {
         self.check_ro();
         let name = format!("new-{tag}");
-        write(&self.mnt.join(&name), tag);
+        write_file(&self.mnt.join(&name), tag);
         assert_eq!(read(&self.u.join(&name)), tag, "{name} in upper");
     }
 
@@ -559,6 +428,6 @@ impl Lay {
         assert_eq!(read(&m.join("base")), "from B");
         assert_eq!(read(&m.join("shadow")), "A");
         assert_eq!(read(&m.join("dir/common")), "A");
-        assert_eq!(ls(&m.join("dir")), sorted(&["a", "b", "common"]));
+        assert_eq!(list_names(&m.join("dir")), names(&["a", "b", "common"]));
     }
 }

@@ -79,22 +79,26 @@ impl Fix {
 
 /// The lower layer of the rootless tests: f, gone, rd/z, mvdir/y, keep/k.
 pub fn small_lower(l: &Path) {
-    write(&l.join("f"), "lower\n");
-    write(&l.join("gone"), "g");
-    write(&l.join("rd/z"), "z");
-    write(&l.join("mvdir/y"), "y");
-    write(&l.join("keep/k"), "k");
+    write_file(&l.join("f"), "lower\n");
+    write_file(&l.join("gone"), "g");
+    write_file(&l.join("rd/z"), "z");
+    write_file(&l.join("mvdir/y"), "y");
+    write_file(&l.join("keep/k"), "k");
 }
 
 /// How a deletion was recorded in `dir` for `name`: "chardev" (0/0), "oci" (`.wh.NAME`).
 #[track_caller]
 pub fn whiteout_kind(dir: &Path, name: &str) -> &'static str {
-    if is_whiteout(&dir.join(name)) {
+    if fs::symlink_metadata(dir.join(name)).is_ok_and(|m| is_whiteout(&m)) {
         "chardev"
     } else if dir.join(format!(".wh.{name}")).exists() {
         "oci"
     } else {
-        panic!("no whiteout for {name} in {}: {:?}", dir.display(), ls(dir))
+        panic!(
+            "no whiteout for {name} in {}: {:?}",
+            dir.display(),
+            list_names(dir)
+        )
     }
 }
 
