@@ -101,13 +101,13 @@ fn lowerdir_alone_and_ro_are_read_only() {
 fn symlinked_lowers_escaped_colon_and_relative_lowers() {
     let fx = Fix::new(DEADLINE);
     // podman: overlay/<id>/diff, with short links overlay/l/<ID> -> ../<id>/diff
-    write_file(&fx.p("overlay/id1/diff/one"), "1");
-    write_file(&fx.p("overlay/id2/diff/two"), "2");
-    write_file(&fx.p("overlay/id2/diff/one"), "hidden");
+    write_file(&fx.path("overlay/id1/diff/one"), "1");
+    write_file(&fx.path("overlay/id2/diff/two"), "2");
+    write_file(&fx.path("overlay/id2/diff/one"), "hidden");
     fx.dir("overlay/l");
-    std::os::unix::fs::symlink("../id1/diff", fx.p("overlay/l/AAAA")).unwrap();
-    std::os::unix::fs::symlink("../id2/diff", fx.p("overlay/l/BBBB")).unwrap();
-    write_file(&fx.p("lay:er/colon"), "c");
+    std::os::unix::fs::symlink("../id1/diff", fx.path("overlay/l/AAAA")).unwrap();
+    std::os::unix::fs::symlink("../id2/diff", fx.path("overlay/l/BBBB")).unwrap();
+    write_file(&fx.path("lay:er/colon"), "c");
     let (u, w, m) = (fx.dir("U"), fx.dir("W"), fx.dir("mnt"));
     let check = |n: &str| {
         assert_eq!(read(&m.join("one")), "1");
@@ -134,7 +134,7 @@ fn symlinked_lowers_escaped_colon_and_relative_lowers() {
         u.display(),
         w.display()
     );
-    let (d, _) = fx.mount_in(&["-o", &rel, &m.to_string_lossy()], &m, &fx.p("overlay"));
+    let (d, _) = fx.mount_in(&["-o", &rel, &m.to_string_lossy()], &m, &fx.path("overlay"));
     check("rel");
     fx.unmount(d);
 }
@@ -536,7 +536,7 @@ fn mount8_type_fuse_cowfs_and_fstab() {
     fx.run(Command::new("umount").arg(&lay.mnt)).expect_ok();
     d.expect_clean_exit("umount(8)");
 
-    let fstab = fx.p("fstab");
+    let fstab = fx.path("fstab");
     write_file(
         &fstab,
         format!("cowfs {} fuse.cowfs {opts} 0 0\n", lay.mnt.display()),
@@ -566,7 +566,7 @@ fn rootless_mount_through_fusermount3() {
     let user = ensure_user(&fx, "cowfs-rootless");
     let _fuse = DevFuseOpen::ensure();
     // a copy of the binary the user can surely execute
-    let cowfs = fx.p("bin/cowfs");
+    let cowfs = fx.path("bin/cowfs");
     fx.dir("bin");
     fs::copy(bin(), &cowfs).unwrap();
     let (l, u, mnt) = (fx.dir("L"), fx.dir("U"), fx.dir("mnt"));
@@ -581,7 +581,7 @@ fn rootless_mount_through_fusermount3() {
     chmod(&fx.root, 0o755);
     let sh = |script: &str| fx.as_user(&user, script).expect_ok();
     let m = |rel: &str| q(&mnt.join(rel));
-    let pid_file = fx.p("cowfs.pid");
+    let pid_file = fx.path("cowfs.pid");
     let mount = format!(
         "{} mount {} {} {} --pid-file {}",
         q(&cowfs),
@@ -783,7 +783,7 @@ fn remount_after_sigkill() {
     // the next mount on the same upper, work dir and mount point
     let mut all = args.clone();
     all.push("--pid-file".into());
-    all.push(fx.p("again.pid").into());
+    all.push(fx.path("again.pid").into());
     let out = fx.cowfs(&all);
     if out.ok() {
         eprintln!("NOTE: cowfs cleared the stale mount itself");
@@ -806,7 +806,7 @@ fn remount_after_sigkill() {
         assert!(!is_mounted(&lay.mnt), "stale mount survived fusermount3 -u");
         fx.cowfs(&all).expect_ok();
     }
-    let pid: i32 = read(&fx.p("again.pid")).trim().parse().unwrap();
+    let pid: i32 = read(&fx.path("again.pid")).trim().parse().unwrap();
     let d = CowfsMount::adopt(pid, &lay.mnt);
     assert_eq!(mount_entry(&lay.mnt).unwrap().fstype, "fuse.cowfs");
     assert_eq!(read(&lay.mnt.join("new-before")), "before", "data kept");

@@ -128,6 +128,67 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// Pids of cowfs processes (by executable name) with `needle` in some argument.
+pub fn cowfs_pids(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        let exe = exe.to_string_lossy().into_owned();
+        let exe = exe.trim_end_matches(" (deleted)");
+        if !exe.rsplit('/').next().unwrap_or("").starts_with("cowfs") {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .map(String::from_utf8_lossy)
+            .any(|a| a == needle || a.contains(&format!("{needle}/")))
+            && pid_alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kills (-9) every cowfs process naming `root` (or a path under it) in its argv, detaches every
+/// mount at or under `root` (deepest first), and reaps the killed daemons: the last line of
+/// defence of a fixture, also when a FUSE request hangs.
+pub fn cleanup_under(root: &Path) {
+    let needle = root.to_string_lossy().into_owned();
+    let pids = cowfs_pids(&needle);
+    for &pid in &pids {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for _ in 0..20 {
+        let mut under: Vec<PathBuf> = mounts_under(root).into_iter().map(|(m, _)| m).collect();
+        if under.is_empty() {
+            break;
+        }
+        under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for m in &under {
+            let _ = umount2(m, libc::MNT_DETACH);
+        }
+    }
+    for pid in pids {
+        let _ = wait_pid_exit(pid, Duration::from_secs(5));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // CowfsMount guard
 // ---------------------------------------------------------------------------

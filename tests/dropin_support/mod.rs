@@ -1,9 +1,10 @@
 //! Harness for tests/dropin.rs: cowfs run the way container storage and mount(8) run a FUSE
 //! mount program (daemon mode, `-o` options), with nothing left behind.
 //!
-//! * [`Fix`]: a temp dir plus a watchdog. When the deadline passes, the watchdog kills (-9) every
-//!   cowfs process whose argv names the temp dir and detaches every mount under it, so a hung
-//!   FUSE request fails instead of hanging the test. Dropping a `Fix` does the same cleanup.
+//! * [`Fix`]: the common [`Layers`] fixture, bare, with a watchdog. When the deadline passes,
+//!   the watchdog kills (-9) every cowfs process whose argv names the temp dir and detaches
+//!   every mount under it, so a hung FUSE request fails instead of hanging the test. Dropping a
+//!   `Fix` does the same cleanup.
 //! * [`Fix::run`]: every command runs under a timeout; output goes to files (a daemon may keep
 //!   inherited pipes open).
 //! * [`Fix::mount`]: a detached cowfs daemon behind the common guard [`CowfsMount`] (this
@@ -19,8 +20,9 @@ pub use system::*;
 pub use crate::common::{
     CowfsMount, DAEMON_EXIT_TIMEOUT as EXIT_TIMEOUT, assert_enoent, assert_errno, assert_whiteout,
     chmod, is_mounted, is_whiteout, lchown, lgetxattr, list_names, llistxattr, mount_entry, mounts,
-    names, pid_alive, read, set_xattr, truncate_path, wait_pid_exit, write_file,
+    names, read, set_xattr, truncate_path, write_file,
 };
+pub use crate::common::{Layers, cowfs_pids};
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -29,8 +31,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -119,124 +119,30 @@ pub fn run_in(cmd: &mut Command, timeout: Duration, log_dir: &Path) -> Out {
 // processes
 // ---------------------------------------------------------------------------
 
-/// Pids of cowfs processes (by executable name) with `needle` in some argument.
-pub fn cowfs_pids(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
-            continue;
-        };
-        let exe = exe.to_string_lossy().into_owned();
-        let exe = exe.trim_end_matches(" (deleted)");
-        if !exe.rsplit('/').next().unwrap_or("").starts_with("cowfs") {
-            continue;
-        }
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline
-            .split(|b| *b == 0)
-            .map(String::from_utf8_lossy)
-            .any(|a| a == needle || a.contains(&format!("{needle}/")))
-            && pid_alive(pid)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------
 // mounts
 // ---------------------------------------------------------------------------
-
-/// Kills every cowfs process naming `root`, detaches every mount under `root`, reaps.
-pub fn cleanup(root: &Path) {
-    let needle = root.to_string_lossy().into_owned();
-    let pids = cowfs_pids(&needle);
-    for &pid in &pids {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    for _ in 0..20 {
-        let under: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|m| m.mnt)
-            .filter(|m| m.starts_with(root))
-            .collect();
-        if under.is_empty() {
-            break;
-        }
-        for m in under.iter().rev() {
-            let _ = crate::common::umount2(m, libc::MNT_DETACH);
-        }
-    }
-    for pid in pids {
-        let _ = wait_pid_exit(pid, Duration::from_secs(5));
-    }
-}
 
 // ---------------------------------------------------------------------------
 // the fixture
 // ---------------------------------------------------------------------------
 
-pub struct Fix {
-    pub root: PathBuf,
-    tmp: Option<tempfile::TempDir>,
-    stop: Option<mpsc::Sender<()>>,
-    watchdog: Option<JoinHandle<()>>,
+/// The common [`Layers`] fixture, bare (the tests lay out their own dirs) in /tmp, with a
+/// watchdog; dropping it kills the daemons naming its dir and detaches its mounts.
+pub struct Fix(Layers);
+
+impl std::ops::Deref for Fix {
+    type Target = Layers;
+    fn deref(&self) -> &Layers {
+        &self.0
+    }
 }
 
 impl Fix {
     /// A fresh temp dir (in /tmp) and a watchdog that tears everything down after `deadline`.
     pub fn new(deadline: Duration) -> Fix {
         crate::common::become_subreaper();
-        let tmp = tempfile::Builder::new()
-            .prefix("cowfs-dropin-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let root = tmp.path().canonicalize().unwrap();
-        let (tx, rx) = mpsc::channel::<()>();
-        let r = root.clone();
-        let watchdog = std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
-                eprintln!(
-                    "DEADLINE ({deadline:?}) passed for {}: killing its cowfs daemons and detaching its mounts",
-                    r.display()
-                );
-                cleanup(&r);
-            }
-        });
-        Fix {
-            root,
-            tmp: Some(tmp),
-            stop: Some(tx),
-            watchdog: Some(watchdog),
-        }
-    }
-
-    pub fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// `mkdir -p root/rel`
-    pub fn dir(&self, rel: &str) -> PathBuf {
-        let p = self.p(rel);
-        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-        p
-    }
-
-    pub fn s(&self, rel: &str) -> String {
-        self.p(rel).to_string_lossy().into_owned()
+        Fix(Layers::bare("cowfs-dropin-", Path::new("/tmp")).with_deadline(deadline))
     }
 
     pub fn run(&self, cmd: &mut Command) -> Out {
@@ -264,7 +170,7 @@ impl Fix {
         cwd: &Path,
     ) -> (CowfsMount, Out) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let pid_file = self.p(&format!(".pid-{n}"));
+        let pid_file = self.path(&format!(".pid-{n}"));
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .arg("--pid-file")
@@ -295,25 +201,6 @@ impl Fix {
     #[track_caller]
     pub fn unmount(&self, d: CowfsMount) {
         d.unmount();
-    }
-}
-
-impl Drop for Fix {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(w) = self.watchdog.take() {
-            let _ = w.join();
-        }
-        cleanup(&self.root);
-        if let Some(tmp) = self.tmp.take() {
-            // A mount that could not be detached must not make us delete through it.
-            if mounts().iter().any(|m| m.mnt.starts_with(&self.root)) {
-                eprintln!("leaving {} behind: still mounted", self.root.display());
-                std::mem::forget(tmp);
-            } else {
-                drop(tmp);
-            }
-        }
     }
 }
 
