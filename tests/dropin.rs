@@ -86,7 +86,10 @@ fn lowerdir_alone_and_ro_are_read_only() {
     let (d, _) = fx.mount(&lay.args(&format!("{},ro", lay.opts())), &m);
     ro_checks("upperdir + ro");
     fx.unmount(d);
-    assert!(ls(&lay.u).is_empty(), "read-only mounts wrote to the upper");
+    assert!(
+        list_names(&lay.u).is_empty(),
+        "read-only mounts wrote to the upper"
+    );
     let (d, _) = fx.mount(&lay.args(&format!("{},rw", lay.opts())), &m);
     let e = mount_entry(&m).unwrap();
     assert!(e.opts.contains(&"rw".into()), "rw: mountinfo {e:?}");
@@ -98,19 +101,19 @@ fn lowerdir_alone_and_ro_are_read_only() {
 fn symlinked_lowers_escaped_colon_and_relative_lowers() {
     let fx = Fix::new(DEADLINE);
     // podman: overlay/<id>/diff, with short links overlay/l/<ID> -> ../<id>/diff
-    write(&fx.p("overlay/id1/diff/one"), "1");
-    write(&fx.p("overlay/id2/diff/two"), "2");
-    write(&fx.p("overlay/id2/diff/one"), "hidden");
+    write_file(&fx.path("overlay/id1/diff/one"), "1");
+    write_file(&fx.path("overlay/id2/diff/two"), "2");
+    write_file(&fx.path("overlay/id2/diff/one"), "hidden");
     fx.dir("overlay/l");
-    std::os::unix::fs::symlink("../id1/diff", fx.p("overlay/l/AAAA")).unwrap();
-    std::os::unix::fs::symlink("../id2/diff", fx.p("overlay/l/BBBB")).unwrap();
-    write(&fx.p("lay:er/colon"), "c");
+    std::os::unix::fs::symlink("../id1/diff", fx.path("overlay/l/AAAA")).unwrap();
+    std::os::unix::fs::symlink("../id2/diff", fx.path("overlay/l/BBBB")).unwrap();
+    write_file(&fx.path("lay:er/colon"), "c");
     let (u, w, m) = (fx.dir("U"), fx.dir("W"), fx.dir("mnt"));
     let check = |n: &str| {
         assert_eq!(read(&m.join("one")), "1");
         assert_eq!(read(&m.join("two")), "2");
         assert_eq!(read(&m.join("colon")), "c");
-        write(&m.join(n), n);
+        write_file(&m.join(n), n);
         assert_eq!(read(&u.join(n)), n);
     };
     let opts = format!(
@@ -131,7 +134,7 @@ fn symlinked_lowers_escaped_colon_and_relative_lowers() {
         u.display(),
         w.display()
     );
-    let (d, _) = fx.mount_in(&["-o", &rel, &m.to_string_lossy()], &m, &fx.p("overlay"));
+    let (d, _) = fx.mount_in(&["-o", &rel, &m.to_string_lossy()], &m, &fx.path("overlay"));
     check("rel");
     fx.unmount(d);
 }
@@ -154,8 +157,8 @@ fn selinux_context_with_quoted_comma_is_accepted() {
 fn uid_and_gid_mapping() {
     let fx = Fix::new(DEADLINE);
     let lay = Lay::new(&fx);
-    write(&lay.b.join("r0"), "0");
-    write(&lay.b.join("r1"), "1");
+    write_file(&lay.b.join("r0"), "0");
+    write_file(&lay.b.join("r1"), "1");
     lchown(&lay.b.join("r0"), 0, 0);
     lchown(&lay.b.join("r1"), 1, 1);
     let opts = format!(
@@ -181,7 +184,7 @@ fn uid_and_gid_mapping() {
 fn squash_options() {
     let fx = Fix::new(DEADLINE);
     let lay = Lay::new(&fx);
-    write(&lay.b.join("owned"), "o");
+    write_file(&lay.b.join("owned"), "o");
     lchown(&lay.b.join("owned"), 5, 6);
     // (option, shown ids of "owned" (stored 5:6), shown ids of "dir/a" (stored 0:0))
     for (extra, owned, root_owned) in [
@@ -204,7 +207,7 @@ fn squash_options() {
 fn xattr_permissions_2_keeps_owner_and_mode_in_override_stat() {
     let fx = Fix::new(DEADLINE);
     let lay = Lay::new(&fx);
-    write(&lay.b.join("f"), "f");
+    write_file(&lay.b.join("f"), "f");
     chmod(&lay.b.join("f"), 0o644);
     let (d, out) = fx.mount(
         &lay.args(&format!("{},xattr_permissions=2", lay.opts())),
@@ -264,7 +267,7 @@ fn volatile_fsync_static_nlink_and_other_accepted_options() {
 fn kernel_mount_flags_show_in_mountinfo() {
     let fx = Fix::new(DEADLINE);
     let lay = Lay::new(&fx);
-    write(&lay.b.join("run.sh"), "#!/bin/sh\necho ran\n");
+    write_file(&lay.b.join("run.sh"), "#!/bin/sh\necho ran\n");
     chmod(&lay.b.join("run.sh"), 0o755);
     let opts = format!("{},nodev,nosuid,noexec,noatime", lay.opts());
     let (d, out) = fx.mount(&lay.args(&opts), &lay.mnt);
@@ -320,40 +323,40 @@ const BULK: usize = 2000;
 
 /// B (base) in kernel format, A (top) in OCI format, with a `.wh..wh.plnk` staging dir.
 fn scenario_layers(a: &Path, b: &Path) {
-    write(&b.join("etc/config"), "base config\n");
-    write(&b.join("etc/passwd"), "root:x:0:0\n");
+    write_file(&b.join("etc/config"), "base config\n");
+    write_file(&b.join("etc/passwd"), "root:x:0:0\n");
     chmod(&b.join("etc/passwd"), 0o600);
     lchown(&b.join("etc/passwd"), 0, 42);
-    lsetxattr(&b.join("etc/passwd"), "user.sec", b"1");
-    write(&b.join("app/tool"), "#!/bin/sh\n");
+    set_xattr(&b.join("etc/passwd"), "user.sec", b"1");
+    write_file(&b.join("app/tool"), "#!/bin/sh\n");
     chmod(&b.join("app/tool"), 0o755);
     for i in 0..BULK {
-        write(&b.join(format!("bulk/sub{}/f{i}", i % 10)), "bulk");
+        write_file(&b.join(format!("bulk/sub{}/f{i}", i % 10)), "bulk");
     }
-    write(&b.join("docs/readme"), "docs");
-    write(&b.join("shadowed"), "base");
-    write(&b.join("oci_gone"), "x");
-    write(&b.join("oci_dir/a"), "a");
-    write(&b.join("oci_dir/b"), "b");
-    write(&b.join("opq/old"), "old");
-    write(&b.join("trunc"), "t".repeat(100));
+    write_file(&b.join("docs/readme"), "docs");
+    write_file(&b.join("shadowed"), "base");
+    write_file(&b.join("oci_gone"), "x");
+    write_file(&b.join("oci_dir/a"), "a");
+    write_file(&b.join("oci_dir/b"), "b");
+    write_file(&b.join("opq/old"), "old");
+    write_file(&b.join("trunc"), "t".repeat(100));
     std::os::unix::fs::symlink("trunc", b.join("tlink")).unwrap();
-    write(&b.join("rmdir_me/f"), "f");
-    write(&b.join("hl"), "hard");
-    write(&b.join("mv_src"), "move");
-    write(&b.join("mv_dst"), "old dst");
-    write(&b.join("del"), "delete me");
-    write(&b.join("lowdir/x"), "x");
-    write(&b.join("lowdir/sub/y"), "y");
-    write(&a.join("shadowed"), "top");
-    write(&a.join("etc/extra"), "extra");
-    write(&a.join(".wh.oci_gone"), "");
-    write(&a.join(".wh.docs"), "");
-    write(&a.join("oci_dir/.wh.a"), "");
-    write(&a.join("opq/.wh..wh..opq"), "");
-    write(&a.join("opq/new"), "new");
-    write(&a.join(".wh..wh.plnk/123-456"), "hard link staging");
-    write(&a.join("sub/.wh..wh.plnk/1"), "nested staging");
+    write_file(&b.join("rmdir_me/f"), "f");
+    write_file(&b.join("hl"), "hard");
+    write_file(&b.join("mv_src"), "move");
+    write_file(&b.join("mv_dst"), "old dst");
+    write_file(&b.join("del"), "delete me");
+    write_file(&b.join("lowdir/x"), "x");
+    write_file(&b.join("lowdir/sub/y"), "y");
+    write_file(&a.join("shadowed"), "top");
+    write_file(&a.join("etc/extra"), "extra");
+    write_file(&a.join(".wh.oci_gone"), "");
+    write_file(&a.join(".wh.docs"), "");
+    write_file(&a.join("oci_dir/.wh.a"), "");
+    write_file(&a.join("opq/.wh..wh..opq"), "");
+    write_file(&a.join("opq/new"), "new");
+    write_file(&a.join(".wh..wh.plnk/123-456"), "hard link staging");
+    write_file(&a.join("sub/.wh..wh.plnk/1"), "nested staging");
 }
 
 #[test]
@@ -390,7 +393,7 @@ fn overlay_scenario_through_o_grammar() {
         assert_enoent(&mnt.join(".wh..wh.plnk/123-456"));
         assert_enoent(&mnt.join("sub/.wh..wh.plnk"));
         for dir in ["", "sub", "oci_dir", "opq"] {
-            let names = ls(&mnt.join(dir));
+            let names = list_names(&mnt.join(dir));
             assert!(
                 !names.iter().any(|n| n.starts_with(".wh.")),
                 "{dir}: {names:?}"
@@ -400,14 +403,17 @@ fn overlay_scenario_through_o_grammar() {
     // reads through the layers, OCI whiteouts and opaque dir
     assert_eq!(read(&p("etc/config")), "base config\n");
     assert_eq!(read(&p("shadowed")), "top");
-    assert_eq!(ls(&p("etc")), sorted(&["config", "extra", "passwd"]));
+    assert_eq!(list_names(&p("etc")), names(&["config", "extra", "passwd"]));
     assert_enoent(&p("oci_gone"));
     assert_enoent(&p("docs"));
-    assert_eq!(ls(&p("oci_dir")), sorted(&["b"]));
-    assert_eq!(ls(&p("opq")), sorted(&["new"]));
-    assert!(ls(&p("sub")).is_empty(), "sub holds only the plnk dir");
+    assert_eq!(list_names(&p("oci_dir")), names(&["b"]));
+    assert_eq!(list_names(&p("opq")), names(&["new"]));
+    assert!(
+        list_names(&p("sub")).is_empty(),
+        "sub holds only the plnk dir"
+    );
     hidden(&mnt);
-    assert!(ls(&u).is_empty(), "reads wrote to the upper");
+    assert!(list_names(&u).is_empty(), "reads wrote to the upper");
     // copy-up of data (inode number stable), metadata and xattrs
     let ino = fs::metadata(p("etc/config")).unwrap().ino();
     let mut f = OpenOptions::new()
@@ -418,13 +424,13 @@ fn overlay_scenario_through_o_grammar() {
     drop(f);
     assert_eq!(read(&u.join("etc/config")), "base config\nmore\n");
     assert_eq!(fs::metadata(p("etc/config")).unwrap().ino(), ino);
-    lsetxattr(&p("etc/passwd"), "user.new", b"2");
+    set_xattr(&p("etc/passwd"), "user.new", b"2");
     let up = fs::symlink_metadata(u.join("etc/passwd")).unwrap();
     assert_eq!((up.mode() & 0o7777, up.uid(), up.gid()), (0o600, 0, 42));
     assert_eq!(lgetxattr(&u.join("etc/passwd"), "user.sec").unwrap(), b"1");
     assert_eq!(
-        xattr_names(&p("etc/passwd")),
-        sorted(&["user.new", "user.sec"])
+        llistxattr(&p("etc/passwd")).unwrap(),
+        names(&["user.new", "user.sec"])
     );
     chmod(&p("app/tool"), 0o700);
     lchown(&p("app/tool"), 5, 6);
@@ -438,7 +444,7 @@ fn overlay_scenario_through_o_grammar() {
     fs::remove_dir(p("rmdir_me")).unwrap();
     assert_whiteout(&u.join("rmdir_me"));
     fs::create_dir(p("rmdir_me")).unwrap();
-    assert!(ls(&p("rmdir_me")).is_empty());
+    assert!(list_names(&p("rmdir_me")).is_empty());
     assert_eq!(
         lgetxattr(&u.join("rmdir_me"), "trusted.overlay.opaque").unwrap(),
         b"y"
@@ -450,7 +456,7 @@ fn overlay_scenario_through_o_grammar() {
     assert_whiteout(&u.join("mv_src"));
     fs::rename(p("lowdir"), p("lowdir2")).unwrap();
     assert_enoent(&p("lowdir"));
-    assert_eq!(ls(&p("lowdir2")), sorted(&["sub", "x"]));
+    assert_eq!(list_names(&p("lowdir2")), names(&["sub", "x"]));
     assert_eq!(read(&p("lowdir2/sub/y")), "y");
     assert_whiteout(&u.join("lowdir"));
     // hard link of a lower file
@@ -461,7 +467,7 @@ fn overlay_scenario_through_o_grammar() {
     );
     assert_eq!((h1.ino(), h1.nlink(), h2.nlink()), (h2.ino(), 2, 2));
     // truncate through a symlink
-    truncate(&p("tlink"), 7).unwrap();
+    truncate_path(&p("tlink"), 7).unwrap();
     assert_eq!(read(&p("trunc")), "ttttttt");
     assert!(fs::symlink_metadata(p("tlink")).unwrap().is_symlink());
     // rm -rf of 2000 entries
@@ -512,8 +518,8 @@ fn mount8_type_fuse_cowfs_and_fstab() {
         let e = mount_entry(&lay.mnt).expect("mounted");
         assert_eq!(e.fstype, "fuse.cowfs", "{e:?}");
         assert_eq!(read(&lay.mnt.join("shadow")), "A");
-        assert_eq!(ls(&lay.mnt.join("dir")), sorted(&["a", "common"]));
-        write(&lay.mnt.join(tag), tag);
+        assert_eq!(list_names(&lay.mnt.join("dir")), names(&["a", "common"]));
+        write_file(&lay.mnt.join(tag), tag);
         assert_eq!(read(&lay.u.join(tag)), tag);
     };
 
@@ -530,8 +536,8 @@ fn mount8_type_fuse_cowfs_and_fstab() {
     fx.run(Command::new("umount").arg(&lay.mnt)).expect_ok();
     d.expect_clean_exit("umount(8)");
 
-    let fstab = fx.p("fstab");
-    write(
+    let fstab = fx.path("fstab");
+    write_file(
         &fstab,
         format!("cowfs {} fuse.cowfs {opts} 0 0\n", lay.mnt.display()),
     );
@@ -560,7 +566,7 @@ fn rootless_mount_through_fusermount3() {
     let user = ensure_user(&fx, "cowfs-rootless");
     let _fuse = DevFuseOpen::ensure();
     // a copy of the binary the user can surely execute
-    let cowfs = fx.p("bin/cowfs");
+    let cowfs = fx.path("bin/cowfs");
     fx.dir("bin");
     fs::copy(bin(), &cowfs).unwrap();
     let (l, u, mnt) = (fx.dir("L"), fx.dir("U"), fx.dir("mnt"));
@@ -575,7 +581,7 @@ fn rootless_mount_through_fusermount3() {
     chmod(&fx.root, 0o755);
     let sh = |script: &str| fx.as_user(&user, script).expect_ok();
     let m = |rel: &str| q(&mnt.join(rel));
-    let pid_file = fx.p("cowfs.pid");
+    let pid_file = fx.path("cowfs.pid");
     let mount = format!(
         "{} mount {} {} {} --pid-file {}",
         q(&cowfs),
@@ -589,10 +595,7 @@ fn rootless_mount_through_fusermount3() {
         no_warnings(&out);
         let e = mount_entry(&mnt).expect("mounted");
         assert_eq!(e.fstype, "fuse.cowfs", "{e:?}");
-        Daemon {
-            pid: read(&pid_file).trim().parse().unwrap(),
-            mnt: mnt.clone(),
-        }
+        CowfsMount::adopt(read(&pid_file).trim().parse().unwrap(), &mnt)
     };
     let d = mounted();
     assert_eq!(sh(&format!("cat {}", m("f"))).stdout, "lower\n");
@@ -632,7 +635,7 @@ fn rootless_mount_through_fusermount3() {
             .as_ref()
             .is_ok_and(|v| String::from_utf8_lossy(v).contains("mvdir")),
         "user.overlay.redirect on upper/moved: {redirect:?}; upper xattrs {:?}",
-        xattr_names(&u.join("moved"))
+        llistxattr(&u.join("moved")).unwrap()
     );
     whiteout_kind(&u, "mvdir");
     let listing = format!("cd {} && find . | sort && cat f moved/y keep/k", q(&mnt));
@@ -722,14 +725,17 @@ fn teardown_by(how: &str) {
         "cowfs umount" => {
             fx.cowfs(&["umount", &mnt]).expect_ok();
         }
-        "SIGTERM" => d.signal(libc::SIGTERM),
-        "SIGINT" => d.signal(libc::SIGINT),
+        "SIGTERM" => d.send_signal(libc::SIGTERM),
+        "SIGINT" => d.send_signal(libc::SIGINT),
         _ => unreachable!(),
     }
     let st = d.expect_clean_exit(how);
     assert!(st.is_some(), "{how}: daemon exit status not observed");
     assert_eq!(read(&lay.u.join("new-before")), "before");
-    assert!(ls(&lay.mnt).is_empty(), "mount point not empty after {how}");
+    assert!(
+        list_names(&lay.mnt).is_empty(),
+        "mount point not empty after {how}"
+    );
     // and the same layers mount again
     let (d, _) = fx.mount(&lay.args(&lay.opts()), &lay.mnt);
     lay.check_rw("after");
@@ -761,9 +767,9 @@ fn remount_after_sigkill() {
     let fx = Fix::new(DEADLINE);
     let lay = Lay::new(&fx);
     let args = lay.args(&lay.opts());
-    let (d, _) = fx.mount(&args, &lay.mnt);
+    let (mut d, _) = fx.mount(&args, &lay.mnt);
     lay.check_rw("before");
-    d.signal(libc::SIGKILL);
+    d.send_signal(libc::SIGKILL);
     let st = d.wait_exit(EXIT_TIMEOUT).expect("daemon survived SIGKILL");
     if let Some(st) = st {
         assert_eq!(st.signal(), Some(libc::SIGKILL), "{st}");
@@ -777,7 +783,7 @@ fn remount_after_sigkill() {
     // the next mount on the same upper, work dir and mount point
     let mut all = args.clone();
     all.push("--pid-file".into());
-    all.push(fx.p("again.pid").into());
+    all.push(fx.path("again.pid").into());
     let out = fx.cowfs(&all);
     if out.ok() {
         eprintln!("NOTE: cowfs cleared the stale mount itself");
@@ -800,11 +806,8 @@ fn remount_after_sigkill() {
         assert!(!is_mounted(&lay.mnt), "stale mount survived fusermount3 -u");
         fx.cowfs(&all).expect_ok();
     }
-    let pid: i32 = read(&fx.p("again.pid")).trim().parse().unwrap();
-    let d = Daemon {
-        pid,
-        mnt: lay.mnt.clone(),
-    };
+    let pid: i32 = read(&fx.path("again.pid")).trim().parse().unwrap();
+    let d = CowfsMount::adopt(pid, &lay.mnt);
     assert_eq!(mount_entry(&lay.mnt).unwrap().fstype, "fuse.cowfs");
     assert_eq!(read(&lay.mnt.join("new-before")), "before", "data kept");
     lay.check_rw("after");

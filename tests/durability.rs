@@ -4,18 +4,22 @@
 //! writeback a copy-up waits for before it places the copy).
 //! Watched with strace on the daemon (file descriptors decoded to paths).
 
-use crate::daemon_support::{Daemon, wait_mounted};
+use crate::common::{CowfsMount, cowfs_bin};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+/// strace slows the daemon down: it gets this long to mount, and to exit after the unmount.
+const TRACED_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Mounts lower/upper under strace, appends to a lower file and fsyncs it
 /// through the mount, unmounts, and returns the daemon's fsync calls.
 fn fsyncs_for_one_fsync(extra: &[&str]) -> (Vec<String>, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
+    // canonical, so the mount point matches /proc/self/mountinfo
+    let root = tmp.path().canonicalize().unwrap();
     let (lower, upper, mnt) = (root.join("lower"), root.join("upper"), root.join("mnt"));
     for dir in [&lower, &upper, &mnt] {
         fs::create_dir(dir).unwrap();
@@ -23,35 +27,28 @@ fn fsyncs_for_one_fsync(extra: &[&str]) -> (Vec<String>, PathBuf) {
     fs::create_dir(lower.join("d")).unwrap();
     fs::write(lower.join("d/f"), "lower").unwrap();
     let trace = root.join("strace.log");
-    let child = Command::new("strace")
-        .args([
-            "-f",
-            "-y",
-            "-qq",
-            "-e",
-            "trace=fsync,fdatasync,syncfs,sync_file_range",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_cowfs"))
-        .args(["mount", "--foreground"])
-        .arg(&lower)
-        .arg(&upper)
-        .arg(&mnt)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("strace is needed for this test");
-    let mut traced = Daemon {
-        child,
-        mnt: mnt.clone(),
-    };
-    assert!(
-        wait_mounted(&mnt, Duration::from_secs(20)),
-        "cowfs did not mount under strace"
-    );
+    let traced = CowfsMount::spawn(
+        Command::new("strace")
+            .args([
+                "-f",
+                "-y",
+                "-qq",
+                "-e",
+                "trace=fsync,fdatasync,syncfs,sync_file_range",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(cowfs_bin())
+            .args(["mount", "--foreground"])
+            .arg(&lower)
+            .arg(&upper)
+            .arg(&mnt)
+            .args(extra),
+        &mnt,
+        &root,
+        TRACED_TIMEOUT,
+    )
+    .with_exit_timeout(TRACED_TIMEOUT);
     {
         let mut f = fs::OpenOptions::new()
             .append(true)
@@ -61,17 +58,8 @@ fn fsyncs_for_one_fsync(extra: &[&str]) -> (Vec<String>, PathBuf) {
         f.sync_all().expect("fsync through the mount");
     }
     assert_eq!(fs::read_to_string(upper.join("d/f")).unwrap(), "lower+new");
-    let status = Command::new(env!("CARGO_BIN_EXE_cowfs"))
-        .arg("umount")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cowfs umount");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while traced.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "daemon did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // `cowfs umount` must succeed, the daemon (and strace) exit 0 and the mount be gone
+    traced.cli_umount(&root, mnt.to_str().expect("utf-8 path"));
     let calls = fs::read_to_string(&trace)
         .unwrap_or_default()
         .lines()

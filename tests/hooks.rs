@@ -2,7 +2,6 @@
 //! binary beside tests/suite.rs: a panic in one request, and errors at each step of a copy-up.
 
 mod common;
-mod daemon_support;
 
 mod copyup_faults;
 mod panic;

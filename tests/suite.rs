@@ -5,7 +5,6 @@
 
 mod cli_support;
 mod common;
-mod daemon_support;
 mod dropin_support;
 #[path = "common/posix_support.rs"]
 mod posix_support;

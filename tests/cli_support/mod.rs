@@ -1,5 +1,6 @@
-//! Harness for the `cowfs` command-line tests in tests/cli.rs: a [`Fixture`] directory tree, and
-//! [`Run`], one invocation of the binary with everything it changed on disk and in the mount table.
+//! Harness for the `cowfs` command-line tests in tests/cli.rs: a [`Fixture`] directory tree (the
+//! common [`Layers`], bare), and [`Run`], one invocation of the binary with everything it changed
+//! on disk and in the mount table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::common::{Layers, mounts_under};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cowfs");
 /// Validation is instant; this only has to survive a loaded 2-core machine.
@@ -116,74 +119,14 @@ fn diff_snapshots(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     changes
 }
 
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// The common [`Layers`] fixture, bare (the tests lay out their own tree). Dropping it detaches
+/// every mount under it and kills the daemons naming it.
+pub struct Fixture(Layers);
 
-/// (mount point, fstype) of every mount at or under `root`.
-fn mounts_under(root: &Path) -> BTreeSet<(PathBuf, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let mut out = BTreeSet::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(dash + 1)) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
-        if mp.starts_with(root) {
-            out.insert((mp, fstype.to_string()));
-        }
-    }
-    out
-}
-
-fn lazy_unmount(path: &Path) {
-    let _ = Command::new("umount")
-        .arg("-l")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-pub struct Fixture {
-    root: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        // Deepest first; a FUSE mount lazily detached makes its daemon exit.
-        let mut mounts: Vec<PathBuf> = mounts_under(&self.root)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for mp in mounts {
-            lazy_unmount(&mp);
-        }
+impl std::ops::Deref for Fixture {
+    type Target = Layers;
+    fn deref(&self) -> &Layers {
+        &self.0
     }
 }
 
@@ -313,12 +256,7 @@ impl Run {
 impl Fixture {
     /// Empty fixture directory (canonical path, so it matches /proc/self/mountinfo).
     pub fn empty() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("cowfs-cli-")
-            .tempdir()
-            .expect("tempdir");
-        let root = dir.path().canonicalize().expect("canonicalize tempdir");
-        Fixture { root, _dir: dir }
+        Fixture(Layers::bare("cowfs-cli-", &std::env::temp_dir()))
     }
 
     /// `lower-top/` (file `top.txt`), `lower-base/` (files `base.txt`, `sub/deep.txt`),
@@ -333,24 +271,9 @@ impl Fixture {
         fx
     }
 
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// Absolute path as a string (fixture paths are ASCII).
-    pub fn s(&self, rel: &str) -> String {
-        self.path(rel).to_str().expect("utf-8 path").to_string()
-    }
-
     /// `lower-top:lower-base`
     pub fn lowers(&self) -> String {
         format!("{}:{}", self.s("lower-top"), self.s("lower-base"))
-    }
-
-    pub fn dir(&self, rel: &str) -> PathBuf {
-        let p = self.path(rel);
-        fs::create_dir_all(&p).expect("mkdir");
-        p
     }
 
     pub fn file(&self, rel: &str) -> PathBuf {

@@ -5,7 +5,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::mount::{CowfsMount, KernelOverlay, reference_mode};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::mount::{CowfsMount, KernelOverlay, cleanup_under, mounts_under, reference_mode};
 use super::sys::{lsetxattr, mknod};
 
 // ---------------------------------------------------------------------------
@@ -103,8 +107,13 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 // Layers fixture
 // ---------------------------------------------------------------------------
 
+/// A temp dir with the layers of a test in it. Dropping it is the last line of defence: every
+/// cowfs daemon naming the dir is killed and every mount under it detached (see
+/// [`cleanup_under`]), and the dir is left in place rather than deleted through a mount that
+/// could not be detached. With [`Layers::with_deadline`] a watchdog does the same when the
+/// deadline passes, so a hung FUSE request fails the test instead of hanging it.
 pub struct Layers {
-    pub tmp: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
     /// Canonical path of the temp dir.
     pub root: PathBuf,
     /// `lowers[0]` is the top layer.
@@ -112,34 +121,85 @@ pub struct Layers {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub mnt: PathBuf,
+    watchdog: Option<Watchdog>,
 }
+
+/// The thread started by [`Layers::with_deadline`] and the channel that stops it.
+struct Watchdog {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+// Only `Drop` touches it (stops and joins the thread), so a test's `catch_unwind` around code
+// that borrows a `Layers` cannot observe it half-changed.
+impl std::panic::RefUnwindSafe for Watchdog {}
 
 impl Layers {
     /// `n` lower dirs `lower0..` (lower0 on top), `upper`, `work`, `mnt`.
     pub fn new(n: usize) -> Layers {
-        let tmp = tempfile::Builder::new()
-            .prefix("cowfs-test-")
-            .tempdir()
-            .expect("tempdir");
-        let root = tmp.path().canonicalize().unwrap();
-        let lowers: Vec<PathBuf> = (0..n).map(|i| root.join(format!("lower{i}"))).collect();
-        for l in &lowers {
-            fs::create_dir(l).unwrap();
-        }
-        let upper = root.join("upper");
-        let work = root.join("work");
-        let mnt = root.join("mnt");
-        for d in [&upper, &work, &mnt] {
+        let mut l = Layers::bare("cowfs-test-", &std::env::temp_dir());
+        l.lowers = (0..n).map(|i| l.root.join(format!("lower{i}"))).collect();
+        for d in l.lowers.iter().chain([&l.upper, &l.work, &l.mnt]) {
             fs::create_dir(d).unwrap();
         }
+        l
+    }
+
+    /// An empty temp dir `PREFIX*` in `parent`, for tests that lay out their own tree: no lower
+    /// dirs; `upper`, `work` and `mnt` are named (`upper`, `work`, `mnt` in it) but not created.
+    pub fn bare(prefix: &str, parent: &Path) -> Layers {
+        let tmp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .expect("tempdir");
+        let root = tmp.path().canonicalize().unwrap();
         Layers {
-            tmp,
+            tmp: Some(tmp),
+            lowers: Vec::new(),
+            upper: root.join("upper"),
+            work: root.join("work"),
+            mnt: root.join("mnt"),
             root,
-            lowers,
-            upper,
-            work,
-            mnt,
+            watchdog: None,
         }
+    }
+
+    /// Starts a watchdog: once `deadline` has passed, it kills the cowfs daemons naming the dir
+    /// and detaches the mounts under it (as dropping does).
+    pub fn with_deadline(mut self, deadline: Duration) -> Layers {
+        let (tx, rx) = mpsc::channel::<()>();
+        let r = self.root.clone();
+        let watchdog = std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
+                eprintln!(
+                    "DEADLINE ({deadline:?}) passed for {}: killing its cowfs daemons and detaching its mounts",
+                    r.display()
+                );
+                cleanup_under(&r);
+            }
+        });
+        self.watchdog = Some(Watchdog {
+            stop: tx,
+            thread: watchdog,
+        });
+        self
+    }
+
+    /// `root/rel`
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// `root/rel` as a string (temp paths are UTF-8).
+    pub fn s(&self, rel: &str) -> String {
+        self.path(rel).to_str().expect("utf-8 path").to_string()
+    }
+
+    /// `mkdir -p root/rel`
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        mkdir(&p);
+        p
     }
 
     pub fn lower(&self, i: usize) -> &Path {
@@ -221,6 +281,23 @@ impl Layers {
         let work = self.fresh_dir(&format!("{tag}-work"));
         let mnt = self.fresh_dir(&format!("{tag}-mnt"));
         KernelOverlay::mount(&self.lowers, &self.upper, &work, &mnt)
+    }
+}
+
+impl Drop for Layers {
+    fn drop(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            drop(w.stop);
+            let _ = w.thread.join();
+        }
+        cleanup_under(&self.root);
+        if let Some(tmp) = self.tmp.take() {
+            // A mount that could not be detached must not make us delete through it.
+            if !mounts_under(&self.root).is_empty() {
+                eprintln!("leaving {} behind: still mounted", self.root.display());
+                std::mem::forget(tmp);
+            }
+        }
     }
 }
 

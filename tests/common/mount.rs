@@ -1,6 +1,7 @@
 //! Mount guards: [`CowfsMount`] (a cowfs daemon) and [`KernelOverlay`] (kernel overlayfs), plus
-//! mountinfo helpers.
+//! the one mountinfo parser ([`mounts`], [`mount_entry`], [`mounts_under`], [`is_mounted`]).
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -19,45 +20,79 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 // mount detection
 // ---------------------------------------------------------------------------
 
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub mnt: PathBuf,
+    /// per-mount options (`rw,nosuid,nodev,...`)
+    pub opts: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    pub super_opts: String,
+}
+
+/// Undoes mountinfo's `\ooo` octal escapes (space, tab, newline, backslash).
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8)
         {
             out.push(v);
             i += 4;
-            continue;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
-        out.push(b[i]);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every mount in /proc/self/mountinfo, in its order (a later one is on top of an earlier one
+/// at the same place).
+pub fn mounts() -> Vec<MountEntry> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if f.len() < sep + 4 || sep < 6 {
+            continue;
+        }
+        out.push(MountEntry {
+            mnt: PathBuf::from(unescape_mountinfo(f[4])),
+            opts: f[5].split(',').map(str::to_string).collect(),
+            fstype: f[sep + 1].to_string(),
+            source: unescape_mountinfo(f[sep + 2]),
+            super_opts: f[sep + 3].to_string(),
+        });
+    }
+    out
+}
+
+/// The topmost mount exactly at `mnt`.
+pub fn mount_entry(mnt: &Path) -> Option<MountEntry> {
+    mounts().into_iter().rev().find(|m| m.mnt == mnt)
+}
+
+/// (mount point, fstype) of every mount at or under `root`.
+pub fn mounts_under(root: &Path) -> BTreeSet<(PathBuf, String)> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.mnt.starts_with(root))
+        .map(|m| (m.mnt, m.fstype))
+        .collect()
+}
+
 /// fstype of whatever is mounted exactly at `mnt` (topmost), per /proc/self/mountinfo.
 pub fn mount_fstype(mnt: &Path) -> Option<String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mnt.to_string_lossy();
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 5 {
-            continue;
-        }
-        if unescape_mountinfo(fields[4]) != want {
-            continue;
-        }
-        if let Some(sep) = fields.iter().position(|f| *f == "-")
-            && let Some(t) = fields.get(sep + 1)
-        {
-            found = Some(t.to_string());
-        }
-    }
-    found
+    mount_entry(mnt).map(|m| m.fstype)
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {
@@ -80,7 +115,7 @@ pub fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
     check(unsafe { libc::umount2(cstr(mnt).as_ptr(), flags) })
 }
 
-fn pid_alive(pid: i32) -> bool {
+pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(s) => {
@@ -90,6 +125,67 @@ fn pid_alive(pid: i32) -> bool {
                 .map(|(_, r)| r.trim_start().chars().next());
             !matches!(state, Some(Some('Z')) | Some(Some('X')))
         }
+    }
+}
+
+/// Pids of cowfs processes (by executable name) with `needle` in some argument.
+pub fn cowfs_pids(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        let exe = exe.to_string_lossy().into_owned();
+        let exe = exe.trim_end_matches(" (deleted)");
+        if !exe.rsplit('/').next().unwrap_or("").starts_with("cowfs") {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .map(String::from_utf8_lossy)
+            .any(|a| a == needle || a.contains(&format!("{needle}/")))
+            && pid_alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kills (-9) every cowfs process naming `root` (or a path under it) in its argv, detaches every
+/// mount at or under `root` (deepest first), and reaps the killed daemons: the last line of
+/// defence of a fixture, also when a FUSE request hangs.
+pub fn cleanup_under(root: &Path) {
+    let needle = root.to_string_lossy().into_owned();
+    let pids = cowfs_pids(&needle);
+    for &pid in &pids {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for _ in 0..20 {
+        let mut under: Vec<PathBuf> = mounts_under(root).into_iter().map(|(m, _)| m).collect();
+        if under.is_empty() {
+            break;
+        }
+        under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for m in &under {
+            let _ = umount2(m, libc::MNT_DETACH);
+        }
+    }
+    for pid in pids {
+        let _ = wait_pid_exit(pid, Duration::from_secs(5));
     }
 }
 
@@ -108,8 +204,15 @@ enum Proc {
 pub struct CowfsMount {
     pub mnt: PathBuf,
     proc_: Proc,
+    pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
+    /// How long `unmount`, `signal` and `cli_umount` wait for the daemon to exit.
+    exit_timeout: Duration,
 }
+
+/// How long the daemon may take to exit after an unmount or a signal (see
+/// [`CowfsMount::with_exit_timeout`]).
+pub const DAEMON_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn log_paths(log_dir: &Path) -> (PathBuf, PathBuf) {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -150,29 +253,63 @@ impl CowfsMount {
         CowfsMount {
             mnt: mnt.to_path_buf(),
             proc_: Proc::Gone,
+            stdout_path: PathBuf::from("/dev/null"),
             stderr_path: PathBuf::from("/dev/null"),
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
         }
     }
 
     /// Spawns `cowfs ARGS` (which must include `--foreground`) and waits until `mnt` is a
     /// mountpoint. Logs go to files in `log_dir`.
     pub fn foreground(args: &[OsString], mnt: &Path, log_dir: &Path) -> CowfsMount {
+        CowfsMount::spawn(
+            Command::new(cowfs_bin())
+                .args(args)
+                .env("RUST_BACKTRACE", "1"),
+            mnt,
+            log_dir,
+            MOUNT_TIMEOUT,
+        )
+    }
+
+    /// Spawns `cmd`, a `cowfs mount --foreground` or a program that runs one (strace, a given
+    /// environment), as our child, and waits up to `timeout` until `mnt` is a mountpoint; panics
+    /// (and tears down) if the child exits first or the mount does not appear in time. stdin is
+    /// closed; stdout and stderr go to files in `log_dir` (see [`CowfsMount::stderr`]).
+    pub fn spawn(cmd: &mut Command, mnt: &Path, log_dir: &Path, timeout: Duration) -> CowfsMount {
         let (out, err) = log_paths(log_dir);
-        let child = Command::new(cowfs_bin())
-            .args(args)
+        let what = format!("{cmd:?}");
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
-            .env("RUST_BACKTRACE", "1")
             .spawn()
-            .expect("spawn cowfs");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let mut m = CowfsMount {
             mnt: mnt.to_path_buf(),
             proc_: Proc::Child(child),
+            stdout_path: out,
             stderr_path: err,
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
         };
-        m.wait_mounted(args);
+        m.wait_mounted(&what, timeout);
         m
+    }
+
+    /// How long `unmount`, `signal` and `cli_umount` wait for the daemon to exit (default
+    /// [`DAEMON_EXIT_TIMEOUT`]); longer for a daemon slowed down by strace.
+    pub fn with_exit_timeout(mut self, timeout: Duration) -> CowfsMount {
+        self.exit_timeout = timeout;
+        self
+    }
+
+    /// The daemon is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.proc_ {
+            Proc::Child(c) => c.try_wait().unwrap().is_none(),
+            Proc::Daemon(pid) => pid_alive(*pid),
+            Proc::Gone => false,
+        }
     }
 
     /// Daemon mode: runs `cowfs ARGS` (without --foreground, with `--pid-file PIDFILE` among
@@ -184,27 +321,49 @@ impl CowfsMount {
         pid_file: &Path,
         log_dir: &Path,
     ) -> CowfsMount {
+        CowfsMount::start_daemon(
+            Command::new(cowfs_bin()).args(args).current_dir(cwd),
+            mnt,
+            pid_file,
+            log_dir,
+            MOUNT_TIMEOUT,
+        )
+        .0
+    }
+
+    /// Daemon mode for any command that starts a cowfs daemon and returns (`cowfs ... --pid-file
+    /// PIDFILE`, `mount -t fuse.cowfs`, a script): runs `cmd` (stdin closed, stdout and stderr to
+    /// files in `log_dir`, see [`CowfsMount::stdout`] / [`CowfsMount::stderr`]), requires it to
+    /// exit 0 within `timeout` with the mount already live and usable and a pid in `pid_file`.
+    /// Returns the guard and the command's exit status. This process becomes a child subreaper,
+    /// so the daemon is re-parented to it and its exit status can be checked.
+    pub fn start_daemon(
+        cmd: &mut Command,
+        mnt: &Path,
+        pid_file: &Path,
+        log_dir: &Path,
+        timeout: Duration,
+    ) -> (CowfsMount, ExitStatus) {
         become_subreaper();
         let (out, err) = log_paths(log_dir);
-        let mut child = Command::new(cowfs_bin())
-            .args(args)
-            .current_dir(cwd)
+        let what = format!("{cmd:?}");
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
             .spawn()
-            .expect("spawn cowfs");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let start = Instant::now();
         let status = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break st;
             }
-            if start.elapsed() > MOUNT_TIMEOUT {
+            if start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = umount2(mnt, libc::MNT_DETACH);
                 panic!(
-                    "`cowfs {args:?}` did not return within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    "`{what}` did not return within {timeout:?}; stderr:\n{}",
                     fs::read_to_string(&err).unwrap_or_default()
                 );
             }
@@ -220,14 +379,16 @@ impl CowfsMount {
                 Some(p) => Proc::Daemon(p),
                 None => Proc::Gone,
             },
-            stderr_path: err.clone(),
+            stdout_path: out,
+            stderr_path: err,
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
         };
         if !status.success() || pid.is_none() || !mounted {
             let msg = format!(
-                "`cowfs {args:?}` (cwd {}) -> {status}; pid file {}: {:?}; mounted when it returned: {mounted}\nstderr:\n{}",
-                cwd.display(),
+                "`{what}` -> {status}; pid file {}: {:?}; mounted when it returned: {mounted}\n--- stdout ---\n{}--- stderr ---\n{}",
                 pid_file.display(),
                 fs::read_to_string(pid_file),
+                m.stdout(),
                 m.stderr()
             );
             drop(m);
@@ -239,10 +400,22 @@ impl CowfsMount {
             "mount at {} listed but st_dev equals parent's",
             mnt.display()
         );
-        m
+        (m, status)
     }
 
-    fn wait_mounted(&mut self, args: &[OsString]) {
+    /// A guard for a cowfs daemon someone else started (`mount(8)`, a script run as another
+    /// user): `pid` serving `mnt`. We can reap it only if we are its subreaper.
+    pub fn adopt(pid: i32, mnt: &Path) -> CowfsMount {
+        CowfsMount {
+            mnt: mnt.to_path_buf(),
+            proc_: Proc::Daemon(pid),
+            stdout_path: PathBuf::from("/dev/null"),
+            stderr_path: PathBuf::from("/dev/null"),
+            exit_timeout: DAEMON_EXIT_TIMEOUT,
+        }
+    }
+
+    fn wait_mounted(&mut self, what: &str, timeout: Duration) {
         let start = Instant::now();
         loop {
             if let Proc::Child(c) = &mut self.proc_
@@ -251,7 +424,7 @@ impl CowfsMount {
                 self.proc_ = Proc::Gone;
                 let _ = umount2(&self.mnt, libc::MNT_DETACH);
                 panic!(
-                    "cowfs {args:?} exited ({st}) before mounting; stderr:\n{}",
+                    "{what} exited ({st}) before mounting; stderr:\n{}",
                     self.stderr()
                 );
             }
@@ -259,9 +432,9 @@ impl CowfsMount {
             if is_mounted(&self.mnt) && dev_differs(&self.mnt) {
                 return;
             }
-            if start.elapsed() > MOUNT_TIMEOUT {
+            if start.elapsed() > timeout {
                 let msg = format!(
-                    "cowfs {args:?} did not mount {} within {MOUNT_TIMEOUT:?}; stderr:\n{}",
+                    "{what} did not mount {} within {timeout:?}; stderr:\n{}",
                     self.mnt.display(),
                     self.stderr()
                 );
@@ -270,6 +443,10 @@ impl CowfsMount {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
     pub fn stderr(&self) -> String {
@@ -286,7 +463,7 @@ impl CowfsMount {
 
     /// Waits up to `timeout` for the daemon to exit. `Some(Some(status))` if we could reap it,
     /// `Some(None)` if it is gone but not our child, `None` if still running.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<Option<ExitStatus>> {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<ExitStatus>> {
         let start = Instant::now();
         loop {
             match &mut self.proc_ {
@@ -298,17 +475,10 @@ impl CowfsMount {
                     }
                 }
                 Proc::Daemon(pid) => {
-                    let pid = *pid;
-                    let mut status = 0;
-                    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-                    if r == pid {
+                    let r = wait_pid_exit(*pid, Duration::ZERO);
+                    if r.is_some() {
                         self.proc_ = Proc::Gone;
-                        use std::os::unix::process::ExitStatusExt;
-                        return Some(Some(ExitStatus::from_raw(status)));
-                    }
-                    if r < 0 && !pid_alive(pid) {
-                        self.proc_ = Proc::Gone;
-                        return Some(None);
+                        return r;
                     }
                 }
             }
@@ -317,6 +487,12 @@ impl CowfsMount {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `sig` to the daemon (see [`CowfsMount::signal`] to also wait for a clean exit).
+    pub fn send_signal(&self, sig: i32) {
+        let pid = self.pid().expect("daemon pid");
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid} with {sig}");
     }
 
     fn kill9(&mut self) {
@@ -351,14 +527,18 @@ impl CowfsMount {
         }
     }
 
-    /// Waits for the daemon after an unmount; returns its exit status if we could observe it
-    /// (always for --foreground children; for daemons via PR_SET_CHILD_SUBREAPER).
-    fn finish(mut self, how: &str) -> Option<ExitStatus> {
-        let r = self.wait_exit(Duration::from_secs(10));
+    /// Waits for the daemon after an unmount (`how`, done by the caller or by one of the methods
+    /// here): it must exit 0 within the exit timeout and leave no mount. Returns its exit status
+    /// if we could observe it (always for --foreground children; for daemons via
+    /// PR_SET_CHILD_SUBREAPER).
+    #[track_caller]
+    pub fn expect_clean_exit(mut self, how: &str) -> Option<ExitStatus> {
+        let timeout = self.exit_timeout;
+        let r = self.wait_exit(timeout);
         let status = match r {
             None => {
                 let msg = format!(
-                    "cowfs daemon did not exit within 10s after {how}; stderr:\n{}",
+                    "cowfs daemon did not exit within {timeout:?} after {how}; stderr:\n{}",
                     self.stderr()
                 );
                 self.teardown();
@@ -403,14 +583,13 @@ impl CowfsMount {
                 }
             }
         }
-        self.finish("umount2")
+        self.expect_clean_exit("umount2")
     }
 
     /// Sends `sig` to the daemon; it must unmount and exit 0.
     pub fn signal(self, sig: i32) -> Option<ExitStatus> {
-        let pid = self.pid().expect("daemon pid");
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
-        self.finish(&format!("signal {sig}"))
+        self.send_signal(sig);
+        self.expect_clean_exit(&format!("signal {sig}"))
     }
 
     /// Unmounts with `cowfs umount MNT` run in `cwd` with the given mountpoint argument;
@@ -431,7 +610,7 @@ impl CowfsMount {
             self.teardown();
             panic!("{msg}");
         }
-        self.finish("cowfs umount")
+        self.expect_clean_exit("cowfs umount")
     }
 }
 
@@ -461,7 +640,29 @@ fn tail(s: &str, n: usize) -> &str {
     }
 }
 
-fn become_subreaper() {
+/// Waits up to `timeout` for process `pid` to exit: `Some(Some(status))` when reaped (it is our
+/// child, or re-parented to us as its subreaper), `Some(None)` when gone but not ours to reap,
+/// `None` if still running at the deadline.
+pub fn wait_pid_exit(pid: i32, timeout: Duration) -> Option<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(Some(ExitStatus::from_raw(status)));
+        }
+        if r < 0 && !pid_alive(pid) {
+            return Some(None);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn become_subreaper() {
     // So a daemonised cowfs is re-parented to us and can be reaped / its status checked.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }

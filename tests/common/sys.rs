@@ -24,7 +24,7 @@ pub fn cstr<P: AsRef<Path>>(p: P) -> CString {
     CString::new(p.as_ref().as_os_str().as_bytes()).expect("path contains NUL")
 }
 
-pub(super) fn check(ret: libc::c_int) -> io::Result<()> {
+pub fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

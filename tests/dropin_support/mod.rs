@@ -1,53 +1,44 @@
 //! Harness for tests/dropin.rs: cowfs run the way container storage and mount(8) run a FUSE
 //! mount program (daemon mode, `-o` options), with nothing left behind.
 //!
-//! * [`Fix`]: a temp dir plus a watchdog. When the deadline passes, the watchdog kills (-9) every
-//!   cowfs process whose argv names the temp dir and detaches every mount under it, so a hung
-//!   FUSE request fails instead of hanging the test. Dropping a `Fix` does the same cleanup.
+//! * [`Fix`]: the common [`Layers`] fixture, bare, with a watchdog. When the deadline passes,
+//!   the watchdog kills (-9) every cowfs process whose argv names the temp dir and detaches
+//!   every mount under it, so a hung FUSE request fails instead of hanging the test. Dropping a
+//!   `Fix` does the same cleanup.
 //! * [`Fix::run`]: every command runs under a timeout; output goes to files (a daemon may keep
 //!   inherited pipes open).
-//! * [`Daemon`]: a detached cowfs daemon (this process is a child subreaper, so the daemon is
-//!   re-parented to it and its exit status can be observed).
+//! * [`Fix::mount`]: a detached cowfs daemon behind the common guard [`CowfsMount`] (this
+//!   process is a child subreaper, so the daemon is re-parented to it and its exit status can be
+//!   observed).
 //!
-//! Self-contained (std, libc, tempfile) so it does not depend on tests/common.
+//! Mountinfo parsing and the libc wrappers come from tests/common.
 #![allow(dead_code)]
 
 mod system;
 pub use system::*;
 
+pub use crate::common::{
+    CowfsMount, DAEMON_EXIT_TIMEOUT as EXIT_TIMEOUT, assert_enoent, assert_errno, assert_whiteout,
+    chmod, is_mounted, is_whiteout, lchown, lgetxattr, list_names, llistxattr, mount_entry, mounts,
+    names, read, set_xattr, truncate_path, write_file,
+};
+pub use crate::common::{Layers, cowfs_pids};
+
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cowfs")
-}
-
-pub fn cstr(p: impl AsRef<OsStr>) -> CString {
-    CString::new(p.as_ref().as_bytes()).expect("NUL in path")
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -128,281 +119,30 @@ pub fn run_in(cmd: &mut Command, timeout: Duration, log_dir: &Path) -> Out {
 // processes
 // ---------------------------------------------------------------------------
 
-pub fn become_subreaper() {
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-pub fn pid_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(s) => {
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-    }
-}
-
-/// Pids of cowfs processes (by executable name) with `needle` in some argument.
-pub fn cowfs_pids(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
-            continue;
-        };
-        let exe = exe.to_string_lossy().into_owned();
-        let exe = exe.trim_end_matches(" (deleted)");
-        if !exe.rsplit('/').next().unwrap_or("").starts_with("cowfs") {
-            continue;
-        }
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline
-            .split(|b| *b == 0)
-            .map(String::from_utf8_lossy)
-            .any(|a| a == needle || a.contains(&format!("{needle}/")))
-            && pid_alive(pid)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// A detached cowfs daemon serving `mnt`.
-#[derive(Debug)]
-pub struct Daemon {
-    pub pid: i32,
-    pub mnt: PathBuf,
-}
-
-impl Daemon {
-    /// Waits for the daemon to exit: `Some(Some(status))` when reaped (we are its subreaper),
-    /// `Some(None)` when gone but not ours to reap, `None` if still running at the deadline.
-    pub fn wait_exit(&self, timeout: Duration) -> Option<Option<ExitStatus>> {
-        let start = Instant::now();
-        loop {
-            let mut st = 0;
-            let r = unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) };
-            if r == self.pid {
-                return Some(Some(ExitStatus::from_raw(st)));
-            }
-            if r < 0 && !pid_alive(self.pid) {
-                return Some(None);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Asserts the daemon exits with status 0 (if it is ours to reap) and the mount is gone.
-    #[track_caller]
-    pub fn expect_clean_exit(&self, how: &str) -> Option<ExitStatus> {
-        let st = self.wait_exit(EXIT_TIMEOUT);
-        let st = st.unwrap_or_else(|| {
-            panic!(
-                "daemon {} still running {EXIT_TIMEOUT:?} after {how}",
-                self.pid
-            )
-        });
-        if let Some(st) = st {
-            assert!(
-                st.success(),
-                "daemon {} exited with {st} after {how}",
-                self.pid
-            );
-        }
-        assert!(
-            !is_mounted(&self.mnt),
-            "{} still mounted after {how} (daemon gone)",
-            self.mnt.display()
-        );
-        st
-    }
-
-    pub fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc::kill(self.pid, sig) }, 0, "kill {sig}");
-    }
-}
-
 // ---------------------------------------------------------------------------
 // mounts
 // ---------------------------------------------------------------------------
-
-/// One line of /proc/self/mountinfo.
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    pub mnt: PathBuf,
-    /// per-mount options (`rw,nosuid,nodev,...`)
-    pub opts: Vec<String>,
-    pub fstype: String,
-    pub source: String,
-    pub super_opts: String,
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn mounts() -> Vec<MountEntry> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        if f.len() < sep + 4 || sep < 6 {
-            continue;
-        }
-        out.push(MountEntry {
-            mnt: PathBuf::from(unescape(f[4])),
-            opts: f[5].split(',').map(str::to_string).collect(),
-            fstype: f[sep + 1].to_string(),
-            source: unescape(f[sep + 2]),
-            super_opts: f[sep + 3].to_string(),
-        });
-    }
-    out
-}
-
-/// The topmost mount exactly at `mnt`.
-pub fn mount_entry(mnt: &Path) -> Option<MountEntry> {
-    mounts().into_iter().rev().find(|m| m.mnt == mnt)
-}
-
-pub fn is_mounted(mnt: &Path) -> bool {
-    mount_entry(mnt).is_some()
-}
-
-pub fn umount2(mnt: &Path, flags: i32) -> io::Result<()> {
-    check(unsafe { libc::umount2(cstr(mnt).as_ptr(), flags) })
-}
-
-/// umount2(mnt, 0), retrying while busy (a just-closed file may still be released).
-pub fn unmount(mnt: &Path) {
-    for _ in 0..50 {
-        match umount2(mnt, 0) {
-            Ok(()) => return,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Err(e) => panic!("umount {}: {e}", mnt.display()),
-        }
-    }
-    panic!("umount {}: still busy after 5s", mnt.display());
-}
-
-/// Kills every cowfs process naming `root`, detaches every mount under `root`, reaps.
-pub fn cleanup(root: &Path) {
-    let needle = root.to_string_lossy().into_owned();
-    let pids = cowfs_pids(&needle);
-    for &pid in &pids {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    for _ in 0..20 {
-        let under: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|m| m.mnt)
-            .filter(|m| m.starts_with(root))
-            .collect();
-        if under.is_empty() {
-            break;
-        }
-        for m in under.iter().rev() {
-            let _ = umount2(m, libc::MNT_DETACH);
-        }
-    }
-    for pid in pids {
-        let _ = (Daemon {
-            pid,
-            mnt: PathBuf::new(),
-        })
-        .wait_exit(Duration::from_secs(5));
-    }
-}
 
 // ---------------------------------------------------------------------------
 // the fixture
 // ---------------------------------------------------------------------------
 
-pub struct Fix {
-    pub root: PathBuf,
-    tmp: Option<tempfile::TempDir>,
-    stop: Option<mpsc::Sender<()>>,
-    watchdog: Option<JoinHandle<()>>,
+/// The common [`Layers`] fixture, bare (the tests lay out their own dirs) in /tmp, with a
+/// watchdog; dropping it kills the daemons naming its dir and detaches its mounts.
+pub struct Fix(Layers);
+
+impl std::ops::Deref for Fix {
+    type Target = Layers;
+    fn deref(&self) -> &Layers {
+        &self.0
+    }
 }
 
 impl Fix {
     /// A fresh temp dir (in /tmp) and a watchdog that tears everything down after `deadline`.
     pub fn new(deadline: Duration) -> Fix {
-        become_subreaper();
-        let tmp = tempfile::Builder::new()
-            .prefix("cowfs-dropin-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let root = tmp.path().canonicalize().unwrap();
-        let (tx, rx) = mpsc::channel::<()>();
-        let r = root.clone();
-        let watchdog = std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
-                eprintln!(
-                    "DEADLINE ({deadline:?}) passed for {}: killing its cowfs daemons and detaching its mounts",
-                    r.display()
-                );
-                cleanup(&r);
-            }
-        });
-        Fix {
-            root,
-            tmp: Some(tmp),
-            stop: Some(tx),
-            watchdog: Some(watchdog),
-        }
-    }
-
-    pub fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// `mkdir -p root/rel`
-    pub fn dir(&self, rel: &str) -> PathBuf {
-        let p = self.p(rel);
-        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-        p
-    }
-
-    pub fn s(&self, rel: &str) -> String {
-        self.p(rel).to_string_lossy().into_owned()
+        crate::common::become_subreaper();
+        Fix(Layers::bare("cowfs-dropin-", Path::new("/tmp")).with_deadline(deadline))
     }
 
     pub fn run(&self, cmd: &mut Command) -> Out {
@@ -415,31 +155,37 @@ impl Fix {
     }
 
     /// Runs `cowfs ARGS --pid-file ...` (daemon mode), requires exit 0 with `mnt` already
-    /// mounted as fuse.cowfs, returns the daemon and the front process's output.
+    /// mounted as fuse.cowfs, returns the daemon's guard and the front process's output.
     #[track_caller]
-    pub fn mount<S: AsRef<OsStr>>(&self, args: &[S], mnt: &Path) -> (Daemon, Out) {
+    pub fn mount<S: AsRef<OsStr>>(&self, args: &[S], mnt: &Path) -> (CowfsMount, Out) {
         self.mount_in(args, mnt, &self.root)
     }
 
     /// [`Fix::mount`] with the working directory `cwd` (for relative paths).
     #[track_caller]
-    pub fn mount_in<S: AsRef<OsStr>>(&self, args: &[S], mnt: &Path, cwd: &Path) -> (Daemon, Out) {
+    pub fn mount_in<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        mnt: &Path,
+        cwd: &Path,
+    ) -> (CowfsMount, Out) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let pid_file = self.p(&format!(".pid-{n}"));
-        let mut all: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
-        all.push("--pid-file".into());
-        all.push(pid_file.clone().into());
-        let out = self.run(
-            Command::new(bin())
-                .args(&all)
-                .current_dir(cwd)
-                .env_remove("RUST_LOG"),
-        );
-        let out = out.expect_ok();
-        let pid: i32 = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {}; {}", pid_file.display(), out.describe()));
+        let pid_file = self.path(&format!(".pid-{n}"));
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG");
+        let what = format!("{cmd:?}");
+        let (d, status) =
+            CowfsMount::start_daemon(&mut cmd, mnt, &pid_file, &self.root, CMD_TIMEOUT);
+        let out = Out {
+            what,
+            status,
+            stdout: d.stdout(),
+            stderr: d.stderr(),
+        };
         let entry = mount_entry(mnt).unwrap_or_else(|| {
             panic!(
                 "{} not mounted after cowfs returned 0; {}",
@@ -448,182 +194,25 @@ impl Fix {
             )
         });
         assert_eq!(entry.fstype, "fuse.cowfs", "fstype of {}", mnt.display());
-        (
-            Daemon {
-                pid,
-                mnt: mnt.to_path_buf(),
-            },
-            out,
-        )
+        (d, out)
     }
 
-    /// umount2(2), then the daemon must exit 0.
+    /// umount2(2) (retried while busy), then the daemon must exit 0 and leave no mount.
     #[track_caller]
-    pub fn unmount(&self, d: Daemon) {
-        unmount(&d.mnt);
-        d.expect_clean_exit("umount2");
-    }
-}
-
-impl Drop for Fix {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(w) = self.watchdog.take() {
-            let _ = w.join();
-        }
-        cleanup(&self.root);
-        if let Some(tmp) = self.tmp.take() {
-            // A mount that could not be detached must not make us delete through it.
-            if mounts().iter().any(|m| m.mnt.starts_with(&self.root)) {
-                eprintln!("leaving {} behind: still mounted", self.root.display());
-                std::mem::forget(tmp);
-            } else {
-                drop(tmp);
-            }
-        }
+    pub fn unmount(&self, d: CowfsMount) {
+        d.unmount();
     }
 }
 
 // ---------------------------------------------------------------------------
-// file helpers
+// the merged view as a map
 // ---------------------------------------------------------------------------
-
-pub fn write(p: &Path, data: impl AsRef<[u8]>) {
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).unwrap();
-    }
-    fs::write(p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-}
-
-pub fn read(p: &Path) -> String {
-    fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-pub fn ls(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-pub fn sorted(list: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-    v.sort();
-    v
-}
-
-pub fn lchown(p: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-        .unwrap_or_else(|e| panic!("lchown {}: {e}", p.display()));
-}
-
-pub fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
-}
-
-pub fn errno<T: std::fmt::Debug>(r: io::Result<T>, what: &str) -> i32 {
-    match r {
-        Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
-        Err(e) => e.raw_os_error().unwrap_or(-1),
-    }
-}
-
-#[track_caller]
-pub fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, want: i32, what: &str) {
-    let got = errno(r, what);
-    assert_eq!(
-        got,
-        want,
-        "{what}: want {}, got {}",
-        io::Error::from_raw_os_error(want),
-        io::Error::from_raw_os_error(got)
-    );
-}
-
-#[track_caller]
-pub fn assert_enoent(p: &Path) {
-    assert_errno(
-        fs::symlink_metadata(p),
-        libc::ENOENT,
-        &p.display().to_string(),
-    );
-}
-
-pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let (c, n) = (cstr(p), cstr(name));
-    let mut buf = vec![0u8; 4096];
-    let got = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-        )
-    };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(got as usize);
-    Ok(buf)
-}
-
-pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) {
-    let (c, n) = (cstr(p), cstr(name));
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    };
-    check(r).unwrap_or_else(|e| panic!("setxattr {name} {}: {e}", p.display()));
-}
-
-pub fn xattr_names(p: &Path) -> Vec<String> {
-    let c = cstr(p);
-    let mut buf = vec![0u8; 65536];
-    let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
-    assert!(got >= 0, "listxattr {}", p.display());
-    buf.truncate(got as usize);
-    let mut v: Vec<String> = buf
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// A 0/0 char device (kernel overlayfs whiteout).
-pub fn is_whiteout(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
-}
-
-#[track_caller]
-pub fn assert_whiteout(p: &Path) {
-    let m = fs::symlink_metadata(p);
-    assert!(
-        is_whiteout(p),
-        "expected a 0/0 char device whiteout at {}, found {m:?}",
-        p.display()
-    );
-}
-
-pub fn truncate(p: &Path, len: i64) -> io::Result<()> {
-    check(unsafe { libc::truncate(cstr(p).as_ptr(), len) })
-}
 
 /// path -> "kind mode uid:gid size/target/content" for every entry under `root`, not following
 /// symlinks.
 pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
-        for name in ls(dir) {
+        for name in list_names(dir) {
             let p = dir.join(&name);
             let r = if rel.is_empty() {
                 name.clone()
@@ -682,13 +271,13 @@ impl Lay {
             w: fx.dir("W"),
             mnt: fx.dir("mnt"),
         };
-        write(&lay.b.join("base"), "from B");
-        write(&lay.b.join("shadow"), "B");
-        write(&lay.b.join("dir/b"), "b");
-        write(&lay.b.join("dir/common"), "B");
-        write(&lay.a.join("shadow"), "A");
-        write(&lay.a.join("dir/a"), "a");
-        write(&lay.a.join("dir/common"), "A");
+        write_file(&lay.b.join("base"), "from B");
+        write_file(&lay.b.join("shadow"), "B");
+        write_file(&lay.b.join("dir/b"), "b");
+        write_file(&lay.b.join("dir/common"), "B");
+        write_file(&lay.a.join("shadow"), "A");
+        write_file(&lay.a.join("dir/a"), "a");
+        write_file(&lay.a.join("dir/common"), "A");
         lay
     }
 
@@ -716,7 +305,7 @@ impl Lay {
     pub fn check_rw(&self, tag: &str) {
         self.check_ro();
         let name = format!("new-{tag}");
-        write(&self.mnt.join(&name), tag);
+        write_file(&self.mnt.join(&name), tag);
         assert_eq!(read(&self.u.join(&name)), tag, "{name} in upper");
     }
 
@@ -726,6 +315,6 @@ impl Lay {
         assert_eq!(read(&m.join("base")), "from B");
         assert_eq!(read(&m.join("shadow")), "A");
         assert_eq!(read(&m.join("dir/common")), "A");
-        assert_eq!(ls(&m.join("dir")), sorted(&["a", "b", "common"]));
+        assert_eq!(list_names(&m.join("dir")), names(&["a", "b", "common"]));
     }
 }

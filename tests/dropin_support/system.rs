@@ -79,22 +79,26 @@ impl Fix {
 
 /// The lower layer of the rootless tests: f, gone, rd/z, mvdir/y, keep/k.
 pub fn small_lower(l: &Path) {
-    write(&l.join("f"), "lower\n");
-    write(&l.join("gone"), "g");
-    write(&l.join("rd/z"), "z");
-    write(&l.join("mvdir/y"), "y");
-    write(&l.join("keep/k"), "k");
+    write_file(&l.join("f"), "lower\n");
+    write_file(&l.join("gone"), "g");
+    write_file(&l.join("rd/z"), "z");
+    write_file(&l.join("mvdir/y"), "y");
+    write_file(&l.join("keep/k"), "k");
 }
 
 /// How a deletion was recorded in `dir` for `name`: "chardev" (0/0), "oci" (`.wh.NAME`).
 #[track_caller]
 pub fn whiteout_kind(dir: &Path, name: &str) -> &'static str {
-    if is_whiteout(&dir.join(name)) {
+    if fs::symlink_metadata(dir.join(name)).is_ok_and(|m| is_whiteout(&m)) {
         "chardev"
     } else if dir.join(format!(".wh.{name}")).exists() {
         "oci"
     } else {
-        panic!("no whiteout for {name} in {}: {:?}", dir.display(), ls(dir))
+        panic!(
+            "no whiteout for {name} in {}: {:?}",
+            dir.display(),
+            list_names(dir)
+        )
     }
 }
 
@@ -135,7 +139,7 @@ impl Drop for Installed {
 }
 
 /// The one cowfs daemon whose argv names `fx`'s dir.
-pub fn find_daemon(fx: &Fix, mnt: &Path) -> Daemon {
+pub fn find_daemon(fx: &Fix, mnt: &Path) -> CowfsMount {
     let pids = cowfs_pids(&fx.root.to_string_lossy());
     assert_eq!(
         pids.len(),
@@ -148,8 +152,5 @@ pub fn find_daemon(fx: &Fix, mnt: &Path) -> Daemon {
         "daemon argv: {:?}",
         String::from_utf8_lossy(&argv).replace('\0', " ")
     );
-    Daemon {
-        pid: pids[0],
-        mnt: mnt.to_path_buf(),
-    }
+    CowfsMount::adopt(pids[0], mnt)
 }
