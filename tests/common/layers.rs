@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::mount::{CowfsMount, KernelOverlay, cleanup_under, mounts_under, reference_mode};
+use super::kernel::KernelOverlay;
+use super::mount::{CowfsMount, reference_mode};
+use super::mountinfo::{cleanup_under, mounts_under};
 use super::sys::{lsetxattr, mknod};
 
 // ---------------------------------------------------------------------------

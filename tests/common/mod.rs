@@ -11,9 +11,11 @@
 #![allow(dead_code)]
 
 mod checks;
+mod kernel;
 mod layers;
 mod loopfs;
 mod mount;
+mod mountinfo;
 mod snapshot;
 mod sys;
 
@@ -21,11 +23,15 @@ mod sys;
 #[allow(unused_imports)]
 pub use checks::*;
 #[allow(unused_imports)]
+pub use kernel::*;
+#[allow(unused_imports)]
 pub use layers::*;
 #[allow(unused_imports)]
 pub use loopfs::*;
 #[allow(unused_imports)]
 pub use mount::*;
+#[allow(unused_imports)]
+pub use mountinfo::*;
 #[allow(unused_imports)]
 pub use snapshot::*;
 #[allow(unused_imports)]
