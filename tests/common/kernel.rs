@@ -96,14 +96,24 @@ impl KernelOverlay {
         }
     }
 
+    /// Unmounts, and fails the test if the mount stays busy. A child another test forks holds
+    /// the files this one has open in the mount for the moment until it execs (close-on-exec),
+    /// so a busy mount is tried again for up to a second before that counts.
     pub fn unmount(mut self) {
-        let out = Command::new("umount").arg(&self.mnt).output().unwrap();
-        assert!(
-            out.status.success(),
-            "umount {}: {}",
-            self.mnt.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let out = Command::new("umount").arg(&self.mnt).output().unwrap();
+            if out.status.success() {
+                break;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("busy") && std::time::Instant::now() < deadline,
+                "umount {}: {stderr}",
+                self.mnt.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         self.mounted = false;
     }
 }
