@@ -154,21 +154,14 @@ impl Overlay {
             drop(temp);
             return self.adopt_twin_dir(inode, &parent, &parent_fd, &name);
         };
-        // Its O_PATH fd goes into the cache: the caller's next step (chmod,
-        // write, a create inside) reaches the copy through it.
-        self.cache_real_fd(UPPER, copy_st.st_ino, copy);
-        let upper = RealRef {
-            layer: UPPER,
-            real_ino: copy_st.st_ino,
-            loc: Location::Child {
-                parent,
-                name: name.clone(),
-            },
-        };
-        inode.set_upper(upper.clone(), mode == CopyUp::MetaOnly);
-        // Its attributes now come from the copy (a new ctime, a dir's size
-        // and blocks); the request at hand may be about another inode.
-        self.attrs_changed(inode.ino);
+        let upper = self.record_upper(
+            inode,
+            &parent,
+            &name,
+            copy,
+            &copy_st,
+            mode == CopyUp::MetaOnly,
+        );
         if index_key.is_some() {
             inode.set_origin_nlink(sys::nlink(&st));
         }
@@ -190,18 +183,36 @@ impl Overlay {
     ) -> OpResult<RealRef> {
         let placed = sys::open_path(parent_fd.as_fd(), name)?;
         let placed_st = sys::fstat(placed.as_fd())?;
-        self.cache_real_fd(UPPER, placed_st.st_ino, placed);
+        Ok(self.record_upper(inode, parent, name, placed, &placed_st, false))
+    }
+
+    /// Makes the copy `fd` (stat `st`), now at `name` in `parent`'s upper
+    /// dir, the inode's upper.
+    fn record_upper(
+        &self,
+        inode: &Arc<Inode>,
+        parent: &Arc<Inode>,
+        name: &Arc<OsStr>,
+        fd: OwnedFd,
+        st: &Stat,
+        metacopy: bool,
+    ) -> RealRef {
+        // Its O_PATH fd goes into the cache: the caller's next step (chmod,
+        // write, a create inside) reaches the copy through it.
+        self.cache_real_fd(UPPER, st.st_ino, fd);
         let upper = RealRef {
             layer: UPPER,
-            real_ino: placed_st.st_ino,
+            real_ino: st.st_ino,
             loc: Location::Child {
                 parent: parent.clone(),
                 name: name.clone(),
             },
         };
-        inode.set_upper(upper.clone(), false);
+        inode.set_upper(upper.clone(), metacopy);
+        // Its attributes now come from the copy (a new ctime, a dir's size
+        // and blocks); the request at hand may be about another inode.
         self.attrs_changed(inode.ino);
-        Ok(upper)
+        upper
     }
 
     /// Whether a file may be copied up without its data: metacopy is on,
