@@ -58,6 +58,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Mount(args)) => mount(args),
         Some(Command::Umount { mountpoint }) => daemon::umount(&mountpoint),
+        Some(Command::Diff(args)) => cowfs::changes_cli::diff(args),
+        Some(Command::Export(args)) => cowfs::changes_cli::export(args),
         None if cli.mount.paths.is_empty() && cli.mount.options.is_empty() => {
             eprintln!("cowfs: error: nothing to do; see cowfs --help");
             return ExitCode::from(2);
