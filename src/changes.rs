@@ -59,6 +59,7 @@ pub fn collect(stack: &LayerStack, index: Option<BorrowedFd<'_>>) -> SetupResult
     };
     walk.root()?;
     walk.complete_links()?;
+    walk.give_parents()?;
     Ok(walk.finish())
 }
 
@@ -698,6 +699,103 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
+    /// The pending items that go into the layer: each given one, and each
+    /// name of a link group one name of which is given.
+    fn kept(&self) -> impl Iterator<Item = &Pending> {
+        let given: HashSet<LinkKey> = self
+            .pending
+            .iter()
+            .filter(|p| p.needed)
+            .filter_map(|p| p.link)
+            .collect();
+        self.pending
+            .iter()
+            .filter(move |p| p.needed || p.link.is_some_and(|k| given.contains(&k)))
+    }
+
+    /// Gives the dirs that hold given entries, where the walk did not (the
+    /// untouched dirs of lower hard links): unpacking an entry changes its
+    /// dir's times, which the dir's own entry sets back.
+    fn give_parents(&mut self) -> SetupResult<()> {
+        let mut dirs: HashSet<Vec<OsString>> = HashSet::new();
+        let mut wanted: BTreeSet<Vec<OsString>> = BTreeSet::new();
+        for pending in self.kept() {
+            let (path, own) = match &pending.item {
+                Item::Opaque(dir) => (dir, true),
+                Item::Whiteout(path) => (path, false),
+                Item::Link { path, .. } => (path, false),
+                Item::Object { path, object } => {
+                    if sys::file_type(&object.stat) == FileType::Directory {
+                        dirs.insert(path.clone());
+                    }
+                    (path, false)
+                }
+            };
+            // The dirs above the entry, and an opaque marker's own dir.
+            let ends = if own { path.len() + 1 } else { path.len() };
+            for end in 0..ends {
+                wanted.insert(path[..end].to_vec());
+            }
+        }
+        for path in wanted {
+            if dirs.contains(&path) {
+                continue;
+            }
+            let object = self.merged_dir(&path)?;
+            self.need(Item::Object { path, object });
+        }
+        Ok(())
+    }
+
+    /// The merged view's dir at a path the walk did not go into: the upper
+    /// dir if there is one, else the lowers' dir.
+    fn merged_dir(&self, path: &[OsString]) -> SetupResult<Object> {
+        if let Ok(fd) = layerview::open_in_layer(self.stack, UPPER, path) {
+            let st = sys::fstat(fd.as_fd()).map_err(self.io(UPPER, path))?;
+            if sys::file_type(&st) == FileType::Directory {
+                return Ok(Object {
+                    meta: upper_place(path),
+                    data: upper_place(path),
+                    stat: st,
+                });
+            }
+        }
+        let mut stack: Vec<LayerDir> = self
+            .stack
+            .lowers()
+            .iter()
+            .map(|l| LayerDir::root(self.stack, l.id))
+            .collect();
+        let mut top = None;
+        for end in 1..=path.len() {
+            let entry = self.lookup(&stack, &path[..end])?;
+            top = entry.top;
+            stack = entry.dirs;
+        }
+        let top = match top {
+            Some(top) => top,
+            None => {
+                let root = stack.first().ok_or(()).map_err(|()| self.foreign(path))?;
+                let st = sys::fstat(root.fd.as_fd()).map_err(self.io(root.layer, path))?;
+                Found {
+                    layer: root.layer,
+                    path: Vec::new(),
+                    stat: st,
+                    parent: root.fd.clone(),
+                }
+            }
+        };
+        let place = Place::Layer {
+            layer: top.layer,
+            path: top.path,
+        };
+        Ok(Object {
+            meta: place.clone(),
+            data: place,
+            stat: top.stat,
+        })
+    }
+
     /// The changes sorted by path; the items of every given entry and of
     /// every name of a given object's link group, in archive order, later
     /// names of an object as hard links to its first.
@@ -708,8 +806,7 @@ impl<'a> Walk<'a> {
             .filter(|p| p.needed)
             .filter_map(|p| p.link)
             .collect();
-        let mut kept: Vec<Pending> = self
-            .pending
+        let mut kept: Vec<Pending> = std::mem::take(&mut self.pending)
             .into_iter()
             .filter(|p| p.needed || p.link.is_some_and(|k| given.contains(&k)))
             .collect();

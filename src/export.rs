@@ -127,7 +127,7 @@ fn append<W: Write>(
             append_marker(builder, &marker)
         }
         Item::Link { path, target } => {
-            let mut header = Header::new_ustar();
+            let mut header = new_header();
             let mut pax = Pax::default();
             set_name(&mut header, &mut pax, &entry_name(path, false));
             set_link_name(&mut header, &mut pax, &entry_name(target, false));
@@ -148,7 +148,7 @@ fn append_marker<W: Write>(
     builder: &mut tar::Builder<W>,
     path: &[OsString],
 ) -> Result<(), Failure> {
-    let mut header = Header::new_ustar();
+    let mut header = new_header();
     let mut pax = Pax::default();
     set_name(&mut header, &mut pax, &entry_name(path, false));
     header.set_entry_type(EntryType::Regular);
@@ -175,7 +175,7 @@ fn append_object<W: Write>(
     }
     let meta = source.open(&object.meta)?;
     let read_err = |e: sys::Errno| Failure::Read(source.on_disk(&object.meta), e.into());
-    let mut header = Header::new_ustar();
+    let mut header = new_header();
     let mut pax = Pax::default();
     set_name(
         &mut header,
@@ -249,6 +249,19 @@ fn append_object<W: Write>(
         }
         None => Ok(builder.append(&header, io::empty())?),
     }
+}
+
+/// A ustar header with every numeric field set (device numbers 0, as GNU
+/// tar writes them, so that readers find numbers there).
+fn new_header() -> Header {
+    let mut header = Header::new_ustar();
+    // Cannot fail on a ustar header.
+    let _ = header.set_device_major(0);
+    let _ = header.set_device_minor(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header
 }
 
 /// The PAX records of one entry.
@@ -487,7 +500,7 @@ mod tests {
 
     #[test]
     fn names_fit_the_ustar_fields_or_go_to_pax() {
-        let mut header = Header::new_ustar();
+        let mut header = new_header();
         let mut pax = Pax::default();
         set_name(&mut header, &mut pax, b"usr/bin/");
         assert_eq!(name_of(&header), b"usr/bin/");
@@ -495,14 +508,14 @@ mod tests {
 
         let long_dir = "d".repeat(120);
         let name = format!("{long_dir}/file");
-        let mut header = Header::new_ustar();
+        let mut header = new_header();
         let mut pax = Pax::default();
         set_name(&mut header, &mut pax, name.as_bytes());
         assert_eq!(name_of(&header), name.as_bytes(), "prefix and name");
         assert!(pax.records.is_empty());
 
         let name = "x".repeat(300);
-        let mut header = Header::new_ustar();
+        let mut header = new_header();
         let mut pax = Pax::default();
         set_name(&mut header, &mut pax, name.as_bytes());
         assert_eq!(pax.records, vec![("path".to_string(), name.into_bytes())]);

@@ -12,6 +12,7 @@ mod reliability_support;
 
 mod cli;
 mod crash;
+mod diff_export;
 mod differential;
 mod dropin;
 mod durability;
