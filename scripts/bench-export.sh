@@ -77,7 +77,7 @@ median() {
         t1=$(date +%s.%N)
         times+=("$(echo "$t1 - $t0" | bc)")
     done
-    printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPS + 1) / 2 ))p"
+    printf '%.3f\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPS + 1) / 2 ))p")"
 }
 cold() {
     sync
@@ -86,7 +86,7 @@ cold() {
     t0=$(date +%s.%N)
     "$@" > /dev/null
     t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc
+    printf '%.3f\n' "$(echo "$t1 - $t0" | bc)"
 }
 
 exp() { "$COWFS" export "$LOWERS" "$W/upper" --workdir "$W/work" -o "$W/layer.tar" "$@" 2>/dev/null; }
