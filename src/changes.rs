@@ -16,12 +16,12 @@
 //! diff, and a list of layer items (objects, whiteouts, opaque markers,
 //! hard links) in archive order for export. Nothing is written.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
-use crate::changeset::{Change, ChangeKind, Changeset, Item, Object, Place, display_key};
+use crate::changeset::{Change, ChangeKind, Changeset, Item, Object, Place};
 use crate::compare::{self, Side, What};
 use crate::error::{SetupError, SetupResult};
 use crate::format::Redirect;
@@ -29,6 +29,8 @@ use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::layerview::{self, DirContents, Found, LayerDir, OriginTarget, StackEntry};
 use crate::linkgroups::{self, Index, LinkGroups, LinkKey};
 use crate::sys::{self, Errno, FileType, Stat};
+
+mod complete;
 
 /// Walks the upper dir of `stack` over its lowers. `index` is the work
 /// dir's index, if there is one. An error names the path on disk.
@@ -567,20 +569,10 @@ impl<'a> Walk<'a> {
         let indexed = (kind == FileType::RegularFile && nlink > 1)
             .then(|| self.index.by_lower(&top.stat))
             .flatten();
-        if let (Some(entry), Some(index_fd)) = (indexed, self.index_fd) {
-            let fd = sys::open_path(index_fd, &entry.name).map_err(&err)?;
-            let lower = entry.lower.map(|(dev, ino, _)| (dev, ino));
-            return Ok(Some(Shown {
-                place: Place::Index(entry.name.clone()),
-                stat: entry.stat,
-                fd,
-                data: None,
-                nlink: entry.merged_nlink.unwrap_or(nlink),
-                link: Some((LinkKey::Upper(entry.stat.st_ino), entry.merged_nlink, lower)),
-                upper_dir: None,
-                merged: Vec::new(),
-                hides_lowers: false,
-            }));
+        if let Some(entry) = indexed
+            && let Some(shown) = self.index_shown(entry, &top)?
+        {
+            return Ok(Some(shown));
         }
         let fd = top.open().map_err(&err)?;
         let link = (kind != FileType::Directory && nlink > 1).then(|| {
@@ -607,233 +599,41 @@ impl<'a> Walk<'a> {
         }))
     }
 
-    /// Finds the names of hard-link groups the walk did not reach: lower
-    /// names of an indexed file (they show the index's copy), and lower
-    /// names of a lower file some name of which is given.
-    fn complete_links(&mut self) -> SetupResult<()> {
-        let given: HashSet<LinkKey> = self
-            .pending
-            .iter()
-            .filter(|p| p.needed)
-            .filter_map(|p| p.link)
-            .collect();
-        let wanted = self.links.incomplete(|key| match key {
-            LinkKey::Upper(_) => true,
-            LinkKey::Lower(..) => given.contains(key),
-        });
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let scan_err = |e| SetupError::io("scanning lower dirs for hard links", PathBuf::new(), e);
-        let hits = linkgroups::scan_lowers(self.stack, &wanted).map_err(scan_err)?;
-        for (layer, path, ino) in hits {
-            let dev = self.stack.get(layer).dev;
-            let Some(&key) = wanted.get(&(dev, ino)) else {
-                continue;
+    /// What the merged view shows for a lower file the index holds a copy
+    /// of: that copy, whose data is the lower file when it is a
+    /// metadata-only one.
+    fn index_shown(
+        &self,
+        entry: &linkgroups::IndexEntry,
+        lower: &Found,
+    ) -> SetupResult<Option<Shown>> {
+        let Some(index_fd) = self.index_fd else {
+            return Ok(None);
+        };
+        let err = self.io(lower.layer, &lower.path);
+        let fd = sys::open_path(index_fd, &entry.name).map_err(&err)?;
+        let data = if entry.metacopy {
+            let data_fd = lower.open().map_err(&err)?;
+            let place = Place::Layer {
+                layer: lower.layer,
+                path: lower.path.clone(),
             };
-            if self.links.has(&key, &path) {
-                continue;
-            }
-            let Some(found) = linkgroups::shown_untouched(self.stack, layer, &path, ino)
-                .map_err(self.io(layer, &path))?
-            else {
-                continue;
-            };
-            self.add_untouched_name(key, path, found)?;
-        }
-        Ok(())
-    }
-
-    fn add_untouched_name(
-        &mut self,
-        key: LinkKey,
-        path: Vec<OsString>,
-        found: Found,
-    ) -> SetupResult<()> {
-        let lower_place = Place::Layer {
-            layer: found.layer,
-            path: found.path.clone(),
+            Some((place, data_fd, lower.stat))
+        } else {
+            None
         };
-        let (object, needed) = match key {
-            LinkKey::Upper(ino) => {
-                let Some(entry) = self.index.by_upper_ino(ino) else {
-                    return Ok(());
-                };
-                let Some(index_fd) = self.index_fd else {
-                    return Ok(());
-                };
-                let err = self.io(found.layer, &found.path);
-                let fd = sys::open_path(index_fd, &entry.name).map_err(&err)?;
-                let shown = Shown {
-                    place: Place::Index(entry.name.clone()),
-                    stat: entry.stat,
-                    fd,
-                    data: None,
-                    nlink: entry.merged_nlink.unwrap_or(sys::nlink(&entry.stat)),
-                    link: None,
-                    upper_dir: None,
-                    merged: Vec::new(),
-                    hides_lowers: false,
-                };
-                let what = self.compare_with(&shown, &found, &path)?;
-                if what.any() {
-                    self.change(path.clone(), ChangeKind::Changed, what);
-                }
-                (shown.object(), what.any())
-            }
-            LinkKey::Lower(..) => (
-                Object {
-                    meta: lower_place.clone(),
-                    data: lower_place,
-                    stat: found.stat,
-                },
-                false,
-            ),
-        };
-        self.links.add(key, path.clone(), None, None);
-        self.pending.push(Pending {
-            item: Item::Object { path, object },
-            link: Some(key),
-            needed,
-        });
-        Ok(())
-    }
-
-    /// The pending items that go into the layer: each given one, and each
-    /// name of a link group one name of which is given.
-    fn kept(&self) -> impl Iterator<Item = &Pending> {
-        let given: HashSet<LinkKey> = self
-            .pending
-            .iter()
-            .filter(|p| p.needed)
-            .filter_map(|p| p.link)
-            .collect();
-        self.pending
-            .iter()
-            .filter(move |p| p.needed || p.link.is_some_and(|k| given.contains(&k)))
-    }
-
-    /// Gives the dirs that hold given entries, where the walk did not (the
-    /// untouched dirs of lower hard links): unpacking an entry changes its
-    /// dir's times, which the dir's own entry sets back.
-    fn give_parents(&mut self) -> SetupResult<()> {
-        let mut dirs: HashSet<Vec<OsString>> = HashSet::new();
-        let mut wanted: BTreeSet<Vec<OsString>> = BTreeSet::new();
-        for pending in self.kept() {
-            let (path, own) = match &pending.item {
-                Item::Opaque(dir) => (dir, true),
-                Item::Whiteout(path) => (path, false),
-                Item::Link { path, .. } => (path, false),
-                Item::Object { path, object } => {
-                    if sys::file_type(&object.stat) == FileType::Directory {
-                        dirs.insert(path.clone());
-                    }
-                    (path, false)
-                }
-            };
-            // The dirs above the entry, and an opaque marker's own dir.
-            let ends = if own { path.len() + 1 } else { path.len() };
-            for end in 0..ends {
-                wanted.insert(path[..end].to_vec());
-            }
-        }
-        for path in wanted {
-            if dirs.contains(&path) {
-                continue;
-            }
-            let object = self.merged_dir(&path)?;
-            self.need(Item::Object { path, object });
-        }
-        Ok(())
-    }
-
-    /// The merged view's dir at a path the walk did not go into: the upper
-    /// dir if there is one, else the lowers' dir.
-    fn merged_dir(&self, path: &[OsString]) -> SetupResult<Object> {
-        if let Ok(fd) = layerview::open_in_layer(self.stack, UPPER, path) {
-            let st = sys::fstat(fd.as_fd()).map_err(self.io(UPPER, path))?;
-            if sys::file_type(&st) == FileType::Directory {
-                return Ok(Object {
-                    meta: upper_place(path),
-                    data: upper_place(path),
-                    stat: st,
-                });
-            }
-        }
-        let mut stack: Vec<LayerDir> = self
-            .stack
-            .lowers()
-            .iter()
-            .map(|l| LayerDir::root(self.stack, l.id))
-            .collect();
-        let mut top = None;
-        for end in 1..=path.len() {
-            let entry = self.lookup(&stack, &path[..end])?;
-            top = entry.top;
-            stack = entry.dirs;
-        }
-        let top = match top {
-            Some(top) => top,
-            None => {
-                let root = stack.first().ok_or(()).map_err(|()| self.foreign(path))?;
-                let st = sys::fstat(root.fd.as_fd()).map_err(self.io(root.layer, path))?;
-                Found {
-                    layer: root.layer,
-                    path: Vec::new(),
-                    stat: st,
-                    parent: root.fd.clone(),
-                }
-            }
-        };
-        let place = Place::Layer {
-            layer: top.layer,
-            path: top.path,
-        };
-        Ok(Object {
-            meta: place.clone(),
-            data: place,
-            stat: top.stat,
-        })
-    }
-
-    /// The changes sorted by path; the items of every given entry and of
-    /// every name of a given object's link group, in archive order, later
-    /// names of an object as hard links to its first.
-    fn finish(mut self) -> Changeset {
-        let given: HashSet<LinkKey> = self
-            .pending
-            .iter()
-            .filter(|p| p.needed)
-            .filter_map(|p| p.link)
-            .collect();
-        let mut kept: Vec<Pending> = std::mem::take(&mut self.pending)
-            .into_iter()
-            .filter(|p| p.needed || p.link.is_some_and(|k| given.contains(&k)))
-            .collect();
-        kept.sort_by(|a, b| a.item.order_key().cmp(&b.item.order_key()));
-        let mut first_name: std::collections::HashMap<LinkKey, Vec<OsString>> =
-            std::collections::HashMap::new();
-        let items = kept
-            .into_iter()
-            .map(|p| match (p.link, p.item) {
-                (Some(key), Item::Object { path, object }) => match first_name.get(&key) {
-                    Some(target) => Item::Link {
-                        path,
-                        target: target.clone(),
-                    },
-                    None => {
-                        first_name.insert(key, path.clone());
-                        Item::Object { path, object }
-                    }
-                },
-                (_, item) => item,
-            })
-            .collect();
-        self.changes.sort_by_key(|c| display_key(&c.path));
-        Changeset {
-            changes: self.changes,
-            items,
-        }
+        let id = entry.lower.map(|(dev, ino, _)| (dev, ino));
+        Ok(Some(Shown {
+            place: Place::Index(entry.name.clone()),
+            stat: entry.stat,
+            fd,
+            data,
+            nlink: entry.merged_nlink.unwrap_or(sys::nlink(&lower.stat)),
+            link: Some((LinkKey::Upper(entry.stat.st_ino), entry.merged_nlink, id)),
+            upper_dir: None,
+            merged: Vec::new(),
+            hides_lowers: false,
+        }))
     }
 }
 

@@ -30,6 +30,9 @@ pub struct IndexEntry {
     pub lower: Option<(u64, u64, u64)>,
     /// The link count the merged view shows.
     pub merged_nlink: Option<u64>,
+    /// A metadata-only copy (the kernel links lower files so with
+    /// metacopy=on): its data is the lower file.
+    pub metacopy: bool,
 }
 
 /// The index of a work dir, by the upper inode of each entry and by the
@@ -69,6 +72,7 @@ impl Index {
             };
             let entry_fd = sys::open_path(dir, &name)?;
             let merged_nlink = nlink_of(entry_fd.as_fd(), &st, lower.map(|l| l.2))?;
+            let metacopy = layerview::is_metacopy(entry_fd.as_fd())?;
             if let Some((dev, ino, _)) = lower {
                 index.by_lower.insert((dev, ino), st.st_ino);
             }
@@ -79,6 +83,7 @@ impl Index {
                     stat: st,
                     lower,
                     merged_nlink,
+                    metacopy,
                 },
             );
         }

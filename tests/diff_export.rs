@@ -9,19 +9,26 @@
 //!   `--json` says what changed as that walk does;
 //! * the compressed exports hold the same archive, whose sha256 is the diff_id printed.
 //!
+//! The OCI applier and a small JSON reader are in tests/diff_export/.
+//!
 //! Bad input (no work dir, a merged view given as upper, a missing lower, an upper written over
 //! other lowers) fails with one line naming the path and writes nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
+
+mod json;
+mod oci_applier;
+
+use json::Json;
+use oci_applier::apply_oci_layer;
 
 fn cowfs(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(cowfs_bin())
@@ -299,6 +306,31 @@ fn metacopy_changes_export_and_diff_exactly() {
 }
 
 #[test]
+fn an_upper_written_by_kernel_overlayfs_exports_and_diffs_exactly() {
+    let l = Layers::new(1).with_deadline(std::time::Duration::from_secs(120));
+    build_lower(l.lower(0));
+    let before = lowers_view(&l);
+    let kernel = KernelOverlay::mount_with(&l.lowers, &l.upper, &l.work, &l.mnt, KERNEL_FULL_OPTS);
+    make_changes(&l.mnt);
+    let after = tree_snapshot_with(&l.mnt, SNAP);
+    let groups = link_groups(&l.mnt);
+    kernel.unmount();
+    // The kernel's own forms: metacopy files (a renamed one with a redirect to its data), a
+    // redirected dir, the index of hard links.
+    assert!(lgetxattr(&l.upper.join("etc/mode"), "trusted.overlay.metacopy").is_ok());
+    assert!(
+        lgetxattr(
+            &l.upper.join("etc/renamed-here"),
+            "trusted.overlay.redirect"
+        )
+        .is_ok()
+    );
+    assert!(lgetxattr(&l.upper.join("etc/moved-here"), "trusted.overlay.redirect").is_ok());
+    assert!(fs::read_dir(l.work.join("index")).unwrap().next().is_some());
+    check_export_and_diff(&l, &before, &after, &groups);
+}
+
+#[test]
 fn compressed_exports_hold_the_same_layer() {
     let l = Layers::new(1).with_deadline(std::time::Duration::from_secs(60));
     build_lower(l.lower(0));
@@ -509,282 +541,6 @@ fn check_diff(l: &Layers, before: &Tree, after: &Tree) {
             None if kind != "C" => {}
             other => panic!("{path} ({kind}): changed is {other:?}"),
         }
-    }
-}
-
-/// Just enough JSON to read `diff --json` independently of cowfs: values, with strings
-/// unescaped.
-#[derive(Debug)]
-enum Json {
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-    Text(String),
-    /// A number, `true`, `false` or `null` (diff prints none).
-    Other,
-}
-
-impl Json {
-    fn parse(text: &str) -> Json {
-        let chars: Vec<char> = text.chars().collect();
-        let mut at = 0;
-        let value = Json::value(&chars, &mut at);
-        Json::space(&chars, &mut at);
-        assert_eq!(at, chars.len(), "trailing input after JSON value");
-        value
-    }
-
-    fn space(c: &[char], at: &mut usize) {
-        while *at < c.len() && c[*at].is_whitespace() {
-            *at += 1;
-        }
-    }
-
-    fn expect(c: &[char], at: &mut usize, want: char) {
-        Json::space(c, at);
-        assert_eq!(c.get(*at), Some(&want), "JSON: expected {want:?} at {at}");
-        *at += 1;
-    }
-
-    fn value(c: &[char], at: &mut usize) -> Json {
-        Json::space(c, at);
-        match c.get(*at) {
-            Some('[') => {
-                *at += 1;
-                let mut items = Vec::new();
-                Json::space(c, at);
-                if c.get(*at) == Some(&']') {
-                    *at += 1;
-                    return Json::Array(items);
-                }
-                loop {
-                    items.push(Json::value(c, at));
-                    Json::space(c, at);
-                    *at += 1;
-                    match c.get(*at - 1) {
-                        Some(',') => continue,
-                        Some(']') => return Json::Array(items),
-                        other => panic!("JSON: {other:?} in an array"),
-                    }
-                }
-            }
-            Some('{') => {
-                *at += 1;
-                let mut fields = Vec::new();
-                loop {
-                    let Json::Text(key) = Json::value(c, at) else {
-                        panic!("JSON: a key that is not a string")
-                    };
-                    Json::expect(c, at, ':');
-                    fields.push((key, Json::value(c, at)));
-                    Json::space(c, at);
-                    *at += 1;
-                    match c.get(*at - 1) {
-                        Some(',') => continue,
-                        Some('}') => return Json::Object(fields),
-                        other => panic!("JSON: {other:?} in an object"),
-                    }
-                }
-            }
-            Some('"') => {
-                *at += 1;
-                let mut out = String::new();
-                loop {
-                    let ch = c[*at];
-                    *at += 1;
-                    match ch {
-                        '"' => return Json::Text(out),
-                        '\\' => {
-                            let esc = c[*at];
-                            *at += 1;
-                            out.push(match esc {
-                                'n' => '\n',
-                                'u' => {
-                                    let hex: String = c[*at..*at + 4].iter().collect();
-                                    *at += 4;
-                                    char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap()
-                                }
-                                other => other,
-                            });
-                        }
-                        ch if (ch as u32) < 0x20 => panic!("JSON: a raw control char in a string"),
-                        ch => out.push(ch),
-                    }
-                }
-            }
-            _ => {
-                let start = *at;
-                while *at < c.len() && !",]} \n".contains(c[*at]) {
-                    *at += 1;
-                }
-                assert!(*at > start, "JSON: no value at {start}");
-                Json::Other
-            }
-        }
-    }
-
-    fn field(&self, name: &str) -> Option<&Json> {
-        match self {
-            Json::Object(fields) => fields.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    fn text(&self) -> Option<&str> {
-        match self {
-            Json::Text(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// an OCI layer applier, from the image spec (layer.md: "Applying Changesets")
-// ---------------------------------------------------------------------------------------------
-
-/// Applies a layer tar to `root`: `.wh..wh..opq` removes the dir's entries that come from below
-/// (not those this layer makes), `.wh.NAME` removes NAME from below, any other entry replaces
-/// what is at its path unless both are dirs, hard links link to the layer's earlier entry; owner,
-/// mode, xattrs (`SCHILY.xattr.*`) and mtime (the PAX record when given) are set, dirs' times
-/// last, deepest first.
-fn apply_oci_layer(root: &Path, archive: &[u8]) {
-    let mut made: HashSet<PathBuf> = HashSet::new();
-    let mut dir_times: Vec<(PathBuf, (i64, i64))> = Vec::new();
-    let mut tar = tar::Archive::new(archive);
-    for entry in tar.entries().expect("tar entries") {
-        let mut entry = entry.expect("tar entry");
-        let raw = entry.path_bytes().into_owned();
-        let rel = normalise(&raw);
-        let target = root.join(&rel);
-        let name = rel
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_default();
-        let parent = target.parent().unwrap_or(root).to_path_buf();
-        if name == b".wh..wh..opq" {
-            for child in fs::read_dir(&parent).unwrap() {
-                let child = child.unwrap().path();
-                if !made.contains(&child) {
-                    remove_any(&child);
-                }
-            }
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(b".wh.") {
-            let hidden = parent.join(std::ffi::OsStr::from_bytes(hidden));
-            assert!(
-                !made.contains(&hidden),
-                "whiteout of an entry of the same layer"
-            );
-            remove_any(&hidden);
-            continue;
-        }
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-        let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut mtime = (header.mtime().unwrap() as i64, 0i64);
-        if let Some(records) = entry.pax_extensions().unwrap() {
-            for record in records {
-                let record = record.unwrap();
-                let key = record.key().unwrap();
-                if let Some(xattr) = key.strip_prefix("SCHILY.xattr.") {
-                    xattrs.push((xattr.to_string(), record.value_bytes().to_vec()));
-                } else if key == "mtime" {
-                    let (secs, frac) = record.value().unwrap().split_once('.').unwrap();
-                    mtime = (
-                        secs.parse().unwrap(),
-                        format!("{frac:0<9}")[..9].parse().unwrap(),
-                    );
-                }
-            }
-        }
-        let existing = lstat_opt(&target);
-        let both_dirs = kind.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir());
-        if existing.is_some() && !both_dirs {
-            remove_any(&target);
-        }
-        made.insert(target.clone());
-        match kind {
-            tar::EntryType::Directory => {
-                if !both_dirs {
-                    fs::create_dir(&target).unwrap();
-                }
-            }
-            tar::EntryType::Regular => {
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).unwrap();
-                fs::write(&target, data).unwrap();
-            }
-            tar::EntryType::Symlink => {
-                let link = link.expect("symlink target");
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target).unwrap();
-            }
-            tar::EntryType::Link => {
-                let link = link.expect("link target");
-                fs::hard_link(root.join(normalise(&link)), &target).unwrap();
-                // A hard link is a name; the file's metadata came with its first entry.
-                continue;
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let format = match kind {
-                    tar::EntryType::Char => libc::S_IFCHR,
-                    tar::EntryType::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
-                };
-                let (major, minor) = if kind == tar::EntryType::Fifo {
-                    (0, 0)
-                } else {
-                    let major = header.device_major().unwrap().expect("device major");
-                    (major, header.device_minor().unwrap().expect("device minor"))
-                };
-                mknod(&target, format | 0o600, major, minor).unwrap();
-            }
-            other => panic!("unexpected entry type {other:?} at {}", rel.display()),
-        }
-        let uid = header.uid().unwrap() as u32;
-        let gid = header.gid().unwrap() as u32;
-        lchown(&target, uid, gid);
-        if kind != tar::EntryType::Symlink {
-            chmod(&target, header.mode().unwrap());
-        }
-        if both_dirs {
-            // A dir of the layer over one from below: its xattrs are the layer's.
-            for name in llistxattr(&target).unwrap() {
-                lremovexattr(&target, &name).unwrap();
-            }
-        }
-        for (name, value) in &xattrs {
-            lsetxattr(&target, name, value, 0).unwrap();
-        }
-        if kind.is_dir() {
-            dir_times.push((target, mtime));
-        } else {
-            set_times(&target, mtime, mtime).unwrap();
-        }
-    }
-    dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (dir, mtime) in dir_times {
-        set_times(&dir, mtime, mtime).unwrap();
-    }
-}
-
-/// An archive path as a relative path: no leading `./` or `/`, no trailing `/`.
-fn normalise(raw: &[u8]) -> PathBuf {
-    let text = std::ffi::OsStr::from_bytes(raw);
-    let mut out = PathBuf::new();
-    for component in Path::new(text).components() {
-        if let std::path::Component::Normal(c) = component {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn remove_any(p: &Path) {
-    match lstat_opt(p) {
-        Some(m) if m.is_dir() => fs::remove_dir_all(p).unwrap(),
-        Some(_) => fs::remove_file(p).unwrap(),
-        None => {}
     }
 }
 
