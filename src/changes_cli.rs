@@ -55,7 +55,25 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
     /// Compress the layer.
     #[arg(long, value_enum, default_value = "none")]
-    pub compress: Compression,
+    pub compress: CompressArg,
+}
+
+/// `--compress`: the layer as it is, or compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressArg {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl From<CompressArg> for Compression {
+    fn from(arg: CompressArg) -> Self {
+        match arg {
+            CompressArg::None => Compression::None,
+            CompressArg::Gzip => Compression::Gzip,
+            CompressArg::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 /// The filesystem types a merged view is on, which are never an upper.
@@ -183,7 +201,7 @@ pub fn export(args: ExportArgs) -> SetupResult<()> {
                 index.as_ref(),
                 &changeset.items,
                 stdout,
-                args.compress,
+                args.compress.into(),
                 "standard output",
             )?;
             out.flush()
@@ -198,7 +216,7 @@ pub fn export(args: ExportArgs) -> SetupResult<()> {
                 index.as_ref(),
                 &changeset.items,
                 buffered,
-                args.compress,
+                args.compress.into(),
                 &name,
             )?;
             let file = out

@@ -26,7 +26,7 @@ use crate::layerview;
 use crate::sys::{self, FileType, OFlags};
 
 /// How the archive is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,

@@ -2,7 +2,7 @@
 //! kind the on-disk format has: new objects of each type, data, chmod/chown/utimes/setxattr and
 //! setcap on lower files, deletes, an opaque dir, a redirected dir, hard links of lower files, type
 //! changes), then, with the mount gone:
-//! * `export`, applied to a copy of the lowers by the OCI layer applier below (written here from
+//! * `export`, applied to a copy of the lowers by the OCI layer applier of this test (written from
 //!   the image spec, with the `tar` crate as the reader, none of cowfs's code), gives the tree the
 //!   mount showed: content, kinds, modes, owners, times, xattrs and which names are one file;
 //! * `diff` lists exactly the paths a walk comparing the lowers' tree with the mount's finds, and
