@@ -152,6 +152,10 @@ fn make_changes(m: &Path) {
     mknod(&m.join("new/chr"), libc::S_IFCHR | 0o620, 1, 5).unwrap();
     fs::hard_link(m.join("new/file"), m.join("new/h2")).unwrap();
     write_file(&m.join("etc/added"), "added\n");
+    // Names and a symlink target longer than the ustar fields hold (PAX path and linkpath).
+    let long = format!("new/{}/{}", "d".repeat(160), "f".repeat(200));
+    write_file(&m.join(long), "long name\n");
+    symlink(&"t/".repeat(90), &m.join("new/long-target"));
     // Data of lower files.
     append_to(&m.join("etc/a"), "more\n");
     fs::write(m.join("etc/b"), "rewritten\n").unwrap();
