@@ -17,6 +17,7 @@ use crate::inode::{Inode, InodeTable, Layers, Location, ROOT_INO, RealRef};
 use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::listing::DirOrder;
 use crate::sys::{self, Errno, Stat};
+use crate::unsettled::UnsettledCopies;
 use crate::workdir::{Capabilities, WorkDir};
 
 /// Settings of a mount that the filesystem itself needs.
@@ -70,6 +71,9 @@ pub struct Overlay {
     clone_unsupported: std::sync::atomic::AtomicBool,
     /// What copied data needs before the copy is renamed into place.
     data_ordering: sys::DataOrdering,
+    /// Copies placed behind a metacopy mark whose data is still being
+    /// written back.
+    unsettled: UnsettledCopies,
     /// Tells the kernel that an inode's attributes changed without a request
     /// about it (set by the FUSE edge; none without a mount).
     attrs_changed_hook: std::sync::OnceLock<AttrsChangedHook>,
@@ -117,6 +121,7 @@ impl Overlay {
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
             data_ordering,
+            unsettled: UnsettledCopies::default(),
             attrs_changed_hook: std::sync::OnceLock::new(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
@@ -193,6 +198,11 @@ impl Overlay {
     /// What copied data needs before the copy is renamed into place.
     pub(crate) fn data_ordering(&self) -> sys::DataOrdering {
         self.data_ordering
+    }
+
+    /// Copies answered before their data was on disk (see `unsettled`).
+    pub(crate) fn unsettled(&self) -> &UnsettledCopies {
+        &self.unsettled
     }
 
     /// The live inode of the object numbered `ino`, whether or not the

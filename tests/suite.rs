@@ -10,6 +10,7 @@ mod dropin_support;
 mod posix_support;
 mod reliability_support;
 
+mod attr_copyup;
 mod cli;
 mod crash;
 mod differential;

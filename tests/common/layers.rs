@@ -280,9 +280,15 @@ impl Layers {
     /// Kernel overlayfs over the same lowers + upper, with a fresh workdir and mountpoint
     /// named `{tag}-work` / `{tag}-mnt`.
     pub fn kernel_mount(&self, tag: &str) -> KernelOverlay {
+        self.kernel_mount_with(tag, "")
+    }
+
+    /// As [`Layers::kernel_mount`], with mount options besides the layers.
+    pub fn kernel_mount_with(&self, tag: &str, opts: &str) -> KernelOverlay {
         let work = self.fresh_dir(&format!("{tag}-work"));
         let mnt = self.fresh_dir(&format!("{tag}-mnt"));
-        KernelOverlay::mount(&self.lowers, &self.upper, &work, &mnt)
+        KernelOverlay::try_mount(&self.lowers, &self.upper, &work, &mnt, opts)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
