@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::kernel::KernelOverlay;
 use super::mount::{CowfsMount, reference_mode};
 use super::mountinfo::{cleanup_under, mounts_under};
-use super::sys::{lsetxattr, mknod};
+use super::sys::{MOUNT_TIMEOUT, cowfs_bin, lsetxattr, mknod};
+use std::process::Command;
 
 // ---------------------------------------------------------------------------
 // fixture builders (plain paths; work on any dir: lowers, upper, merged view)
@@ -226,6 +227,12 @@ impl Layers {
     }
 
     pub fn mount_with(&self, extra: &[&str]) -> CowfsMount {
+        self.mount_with_env(extra, &[])
+    }
+
+    /// As [`Layers::mount_with`], the daemon with these environment variables besides ours
+    /// (e.g. `COWFS_FAULT_FILE` for one mount).
+    pub fn mount_with_env(&self, extra: &[&str], env: &[(&str, &Path)]) -> CowfsMount {
         let mut args: Vec<OsString> = vec![
             "mount".into(),
             self.lowerdir_arg().into(),
@@ -243,7 +250,18 @@ impl Layers {
                 &self.mnt,
             );
         }
-        CowfsMount::foreground(&args, &self.mnt, &self.root)
+        if env.is_empty() {
+            return CowfsMount::foreground(&args, &self.mnt, &self.root);
+        }
+        CowfsMount::spawn(
+            Command::new(cowfs_bin())
+                .args(&args)
+                .envs(env.iter().copied())
+                .env("RUST_BACKTRACE", "1"),
+            &self.mnt,
+            &self.root,
+            MOUNT_TIMEOUT,
+        )
     }
 
     /// Read-only: `cowfs mount LOWERS MNT --foreground`.
