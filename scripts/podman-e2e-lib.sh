@@ -359,16 +359,17 @@ expect_concurrent() {
 
 # --- runner and table ----------------------------------------------------------------------------
 run_steps() {
-    local s fn
+    local s fn t0
     for s in "${steps[@]}"; do
         if [ -n "$only" ] && [[ $only != *",$s,"* ]]; then continue; fi
         fn=step_${s//-/_}
         printf '  %-20s ' "$s"
+        t0=$SECONDS
         # The step's own stdout is its result; stderr (podman warnings, errors) is kept aside.
         ("$fn") </dev/null >"$res/$s.out" 2>"$res/$s.err"
         echo $? >"$res/$s.rc"
         "expect_${s//-/_}" >"$res/$s.expected" 2>&1
-        printf 'rc=%s\n' "$(cat "$res/$s.rc")"
+        printf 'rc=%s (%ss)\n' "$(cat "$res/$s.rc")" $((SECONDS - t0))
     done
 }
 
