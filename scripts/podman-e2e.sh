@@ -201,6 +201,7 @@ steps=(
 )
 
 step_info() {
+    pm info >"$res/info.txt" 2>&1 || return
     pm info --format '{{.Store.GraphDriverName}}' || return
     local opts
     opts=$(pm info --format '{{json .Store.GraphOptions}}') || return

@@ -95,7 +95,7 @@ mkdir -p "$base" "$marks" && chmod 0755 "$base" || die "cannot create $base"
 ensure_rootfs
 build_deb
 
-# --- the user and what rootless podman needs ------------------------------------------------------
+# --- helpers, per driver setup, cleanup on exit -------------------------------------------------
 # made NAME: a mark that the script made NAME (kept across --keep runs, so a later run removes it).
 made() { [ -e "$marks/$1" ]; }
 mark() { touch "$marks/$1"; }
@@ -104,71 +104,12 @@ mark() { touch "$marks/$1"; }
 next_subid_start() {
     awk -F: 'BEGIN { n = 100000 } NF == 3 && $2 + $3 > n { n = $2 + $3 } END { print n }' "$1"
 }
-if ! id -u "$user" >/dev/null 2>&1; then
-    say "creating user $user (home $base/home)"
-    useradd --create-home --home-dir "$base/home" --shell /bin/sh --user-group "$user" ||
-        die "useradd $user failed"
-    mark user
-fi
-uid=$(id -u "$user") gid=$(id -g "$user")
-home=$(getent passwd "$user" | cut -d: -f6)
-[ -d "$home" ] || die "home of $user ($home) is missing"
-for kind in uid gid; do
-    if ! grep -q "^$user:" "/etc/sub$kind" 2>/dev/null && ! grep -q "^$uid:" "/etc/sub$kind" 2>/dev/null; then
-        start=$(next_subid_start "/etc/sub$kind")
-        usermod "--add-sub${kind}s" "$start-$((start + 65535))" "$user" || die "usermod --add-sub${kind}s failed"
-        echo "$start-$((start + 65535))" >"$marks/sub$kind"
-    fi
-done
-subuid_start=$(awk -F: -v u="$user" -v n="$uid" '$1 == u || $1 == n { print $2; exit }' /etc/subuid)
-subuid_count=$(awk -F: -v u="$user" -v n="$uid" '$1 == u || $1 == n { print $3; exit }' /etc/subuid)
-[ "${subuid_count:-0}" -ge 65536 ] || die "$user needs at least 65536 subuids (has ${subuid_count:-0})"
-
-xdg=/run/user/$uid
-if [ ! -d "$xdg" ]; then
-    [ -d /run/user ] || { mkdir /run/user && mark run-user; } || die "cannot create /run/user"
-    install -d -m 0700 -o "$uid" -g "$gid" "$xdg" || die "cannot create $xdg"
-    mark runtime-dir
-fi
-
 # The user runs every command through this: a login-like environment, in its home.
 as_user() {
     runuser -u "$user" -- env -i -C "$home" HOME="$home" USER="$user" LOGNAME="$user" \
         XDG_RUNTIME_DIR="$xdg" PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8 \
         TMPDIR="$home/e2e/tmp" "$@"
 }
-if ! as_user sh -c 'exec 3<>/dev/fuse' 2>/dev/null; then
-    # Only this user gets access; the mode of /dev/fuse stays as it is.
-    if [ -z "$(getfacl --skip-base --absolute-names /dev/fuse 2>/dev/null)" ]; then mark fuse-acl-bare; fi
-    setfacl -m "u:$user:rw" /dev/fuse || die "setfacl on /dev/fuse failed"
-    mark fuse-acl
-    as_user sh -c 'exec 3<>/dev/fuse' || die "$user still cannot open /dev/fuse"
-fi
-
-if [ ! -d "$libexec" ]; then install -d -m 0755 "$libexec" || die "cannot create $libexec"; mark libexec; fi
-install -m 0755 "$cowfs_src" "$cowfs_bin" || die "cannot install $cowfs_bin"
-as_user "$cowfs_bin" --version || die "$user cannot run $cowfs_bin"
-if [ -n "$debug_log" ]; then
-    # podman calls `PROG --version` and `PROG -o ... MNT`; only the latter gets logging.
-    install -m 0644 -o "$uid" -g "$gid" /dev/null "$debug_log" || die "cannot create $debug_log"
-    cat >"$libexec/cowfs-debug" <<EOF
-#!/bin/sh
-[ "\$1" = --version ] && exec $cowfs_bin --version
-exec $cowfs_bin --log-level debug --log-file $debug_log "\$@"
-EOF
-    chmod 0755 "$libexec/cowfs-debug"
-fi
-
-confdir=$home/.config/containers
-as_user mkdir -p "$confdir" "$home/e2e/tmp" || die "cannot create $confdir"
-for f in storage.conf containers.conf; do
-    if [ -e "$confdir/$f" ] && ! made "conf-$f"; then
-        mv "$confdir/$f" "$marks/$f.saved" || die "cannot set aside $confdir/$f"
-    fi
-    mark "conf-$f"
-done
-
-# --- per driver setup ----------------------------------------------------------------------------
 # setup_vars DRIVER: D, res, store (graphroot), runroot, mount_program of that driver.
 setup_vars() {
     D=$1 res=$(results_dir "$1")
@@ -253,14 +194,14 @@ cleanup_driver() {
 
 on_exit() {
     local d pid f
-    if [ "$keep" != 1 ] && [ -n "${uid:-}" ] && [ -n "${home:-}" ] && [ -d "$confdir" ]; then
+    if [ "$keep" != 1 ] && [ -n "$uid" ] && [ -n "$confdir" ] && [ -d "$confdir" ]; then
         for d in "${drivers[@]}"; do cleanup_driver "$d"; done
     fi
     if [ "$keep" = 1 ]; then
         echo "$prog: --keep: user $user, $home/e2e, $xdg and $libexec left; run again without --keep to remove them" >&2
         return
     fi
-    if [ -n "${uid:-}" ]; then
+    if [ -n "$uid" ] && [ -n "$home" ]; then
         # The pause process that holds the user namespace, conmon, leftovers: only processes of
         # this user (made by this script, its own user when it created it) are ended, by pid.
         as_user podman system migrate >/dev/null 2>&1
@@ -297,8 +238,69 @@ on_exit() {
     if made libexec; then rm -rf "$libexec" && rm -f "$marks/libexec"; fi
     rmdir "$marks" 2>/dev/null
 }
+# Set by the setup below; on_exit copes with a setup that stopped half way.
+uid='' gid='' home='' confdir='' xdg='' subuid_start=0 subuid_count=0
 trap on_exit EXIT
 trap 'exit 130' INT TERM
+
+# --- the user and what rootless podman needs ------------------------------------------------------
+if ! id -u "$user" >/dev/null 2>&1; then
+    say "creating user $user (home $base/home)"
+    useradd --create-home --home-dir "$base/home" --shell /bin/sh --user-group "$user" ||
+        die "useradd $user failed"
+    mark user
+fi
+uid=$(id -u "$user") gid=$(id -g "$user")
+home=$(getent passwd "$user" | cut -d: -f6)
+[ -d "$home" ] || die "home of $user ($home) is missing"
+for kind in uid gid; do
+    if ! grep -q "^$user:" "/etc/sub$kind" 2>/dev/null && ! grep -q "^$uid:" "/etc/sub$kind" 2>/dev/null; then
+        start=$(next_subid_start "/etc/sub$kind")
+        usermod "--add-sub${kind}s" "$start-$((start + 65535))" "$user" || die "usermod --add-sub${kind}s failed"
+        echo "$start-$((start + 65535))" >"$marks/sub$kind"
+    fi
+done
+subuid_start=$(awk -F: -v u="$user" -v n="$uid" '$1 == u || $1 == n { print $2; exit }' /etc/subuid)
+subuid_count=$(awk -F: -v u="$user" -v n="$uid" '$1 == u || $1 == n { print $3; exit }' /etc/subuid)
+[ "${subuid_count:-0}" -ge 65536 ] || die "$user needs at least 65536 subuids (has ${subuid_count:-0})"
+
+xdg=/run/user/$uid
+if [ ! -d "$xdg" ]; then
+    [ -d /run/user ] || { mkdir /run/user && mark run-user; } || die "cannot create /run/user"
+    install -d -m 0700 -o "$uid" -g "$gid" "$xdg" || die "cannot create $xdg"
+    mark runtime-dir
+fi
+
+if ! as_user sh -c 'exec 3<>/dev/fuse' 2>/dev/null; then
+    # Only this user gets access; the mode of /dev/fuse stays as it is.
+    if [ -z "$(getfacl --skip-base --absolute-names /dev/fuse 2>/dev/null)" ]; then mark fuse-acl-bare; fi
+    setfacl -m "u:$user:rw" /dev/fuse || die "setfacl on /dev/fuse failed"
+    mark fuse-acl
+    as_user sh -c 'exec 3<>/dev/fuse' || die "$user still cannot open /dev/fuse"
+fi
+
+if [ ! -d "$libexec" ]; then install -d -m 0755 "$libexec" || die "cannot create $libexec"; mark libexec; fi
+install -m 0755 "$cowfs_src" "$cowfs_bin" || die "cannot install $cowfs_bin"
+as_user "$cowfs_bin" --version || die "$user cannot run $cowfs_bin"
+if [ -n "$debug_log" ]; then
+    # podman calls `PROG --version` and `PROG -o ... MNT`; only the latter gets logging.
+    install -m 0644 -o "$uid" -g "$gid" /dev/null "$debug_log" || die "cannot create $debug_log"
+    cat >"$libexec/cowfs-debug" <<EOF
+#!/bin/sh
+[ "\$1" = --version ] && exec $cowfs_bin --version
+exec $cowfs_bin --log-level debug --log-file $debug_log "\$@"
+EOF
+    chmod 0755 "$libexec/cowfs-debug"
+fi
+
+confdir=$home/.config/containers
+as_user mkdir -p "$confdir" "$home/e2e/tmp" || die "cannot create $confdir"
+for f in storage.conf containers.conf; do
+    if [ -e "$confdir/$f" ] && ! made "conf-$f"; then
+        mv "$confdir/$f" "$marks/$f.saved" || die "cannot set aside $confdir/$f"
+    fi
+    mark "conf-$f"
+done
 
 # --- steps ---------------------------------------------------------------------------------------
 # How a step is written, and the steps both podman scripts share (import, read, append, delete,
