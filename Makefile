@@ -1,6 +1,7 @@
 # Build and install cowfs.
 #
 #   make install PREFIX=/usr/local     build (release) and install; as root
+#   make && sudo make install          the same, when cargo is the user's own
 #   make uninstall PREFIX=/usr/local   remove what install put there
 #   make docs                          write man/ and completions/ again from the clap definition
 #
@@ -13,8 +14,8 @@
 #
 # mount(8) looks for its helpers in /sbin only: MOUNT_HELPER_DIR is /sbin for PREFIX /usr and
 # /usr/local, else $(PREFIX)/sbin (a private prefix writes nothing outside it); MOUNT_HELPER_DIR=
-# (empty) installs none. NO_BUILD=1 installs BIN as it is, without running cargo (a packager who built
-# already; the tests, whose cargo holds the build lock).
+# (empty) installs none. NO_BUILD=1 installs BIN as it is, without running cargo (a packager who
+# built already; the tests, whose cargo holds the build lock).
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -44,9 +45,14 @@ GENERATED := man/cowfs.1 completions/cowfs.bash completions/_cowfs completions/c
 
 all: build
 
+# Under sudo, cargo is often not on root's PATH: then the binary `make` built before is installed.
 build:
 ifeq ($(NO_BUILD),)
-	$(CARGO) build --release --locked
+	@if command -v "$(CARGO)" >/dev/null 2>&1; then \
+		echo "$(CARGO) build --release --locked"; $(CARGO) build --release --locked; \
+	else \
+		echo "make: $(CARGO) not found; installing $(BIN) as built before" >&2; \
+	fi
 endif
 	@test -x "$(BIN)" || { echo "make: $(BIN) is missing; build it first (make build)" >&2; exit 1; }
 
