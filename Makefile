@@ -4,6 +4,8 @@
 #   make && sudo make install          the same, when cargo is the user's own
 #   make uninstall PREFIX=/usr/local   remove what install put there
 #   make docs                          write man/ and completions/ again from the clap definition
+#   make deb                           a Debian package of the same files (PREFIX=/usr), with
+#                                      cargo-deb (cargo install cargo-deb), in target/debian/
 #
 # What goes where (DESTDIR, for packagers, is put before every path):
 #   $(BINDIR)/cowfs                               the program (container storage's mount_program)
@@ -41,7 +43,7 @@ INSTALL ?= install
 # The files of the tree that `make docs` writes (src/manual/ says how).
 GENERATED := man/cowfs.1 completions/cowfs.bash completions/_cowfs completions/cowfs.fish
 
-.PHONY: all build install uninstall docs
+.PHONY: all build install uninstall docs deb
 
 all: build
 
@@ -89,3 +91,7 @@ docs: build
 	"$(BIN)" generate bash > completions/cowfs.bash
 	"$(BIN)" generate zsh > completions/_cowfs
 	"$(BIN)" generate fish > completions/cowfs.fish
+
+# The assets are listed in Cargo.toml's [package.metadata.deb].
+deb:
+	$(CARGO) deb --locked

@@ -425,3 +425,32 @@ fn mount_t_fuse_cowfs_mounts_through_the_installed_helper() {
         "a daemon outlived its umount"
     );
 }
+
+/// `make deb` (cargo-deb, not installed in CI) packages what `make install PREFIX=/usr` installs:
+/// Cargo.toml's asset list names every generated file of the tree and both mount helpers.
+#[test]
+fn the_deb_assets_are_the_installed_files() {
+    let manifest = fs::read_to_string(tree().join("Cargo.toml")).expect("Cargo.toml");
+    let assets = manifest
+        .split_once("[package.metadata.deb]")
+        .and_then(|(_, deb)| deb.split_once("assets = ["))
+        .and_then(|(_, rest)| rest.split_once("\n]"))
+        .expect("the assets of [package.metadata.deb] in Cargo.toml")
+        .0;
+    let mut wanted: Vec<String> = Artifact::ALL
+        .iter()
+        .map(|a| format!("\"{}\"", a.path_in_tree()))
+        .collect();
+    wanted.push("\"target/release/cowfs\"".into());
+    wanted.extend(
+        cowfs::mount_helper::HELPER_NAMES
+            .iter()
+            .map(|helper| format!("\"usr/sbin/{helper}\"")),
+    );
+    for asset in wanted {
+        assert!(
+            assets.contains(&asset),
+            "the Debian package (Cargo.toml [package.metadata.deb] assets) lacks {asset}"
+        );
+    }
+}
