@@ -37,6 +37,14 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a cowfs mount.
     Umount { mountpoint: PathBuf },
+    /// Print the man page (man) or a shell's completion script (bash, zsh, fish) on stdout.
+    ///
+    /// `make install` installs the copies kept in the source tree (man/, completions/), which
+    /// `make docs` writes with this command.
+    Generate {
+        #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
+        artifact: String,
+    },
 }
 
 #[derive(Args, Debug, Default)]

@@ -29,6 +29,8 @@ pub mod inode;
 pub mod layer;
 pub mod listing;
 pub mod lookup;
+pub mod manual;
+pub mod mount_helper;
 pub mod namespace;
 pub mod options;
 pub mod origin;

@@ -18,6 +18,7 @@ mod dropin;
 mod durability;
 mod fsx;
 mod hostile;
+mod install;
 mod lifecycle;
 #[path = "core.rs"]
 mod overlay_core;
