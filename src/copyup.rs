@@ -417,7 +417,15 @@ impl Overlay {
             // Hard-linked files without an index entry are left without, as
             // the kernel does, so the other names keep theirs.
             let origin = self.origin_value(source, layer);
-            sys::set_xattr(copy.as_fd(), ns.origin(), &origin, sys::XattrFlags::empty())?;
+            match sys::set_xattr(copy.as_fd(), ns.origin(), &origin, sys::XattrFlags::empty()) {
+                Ok(()) => {}
+                // user.* xattrs can't be set on symlinks and special files:
+                // such a copy goes without an origin.
+                Err(Errno::PERM)
+                    if ns == format::XattrNamespace::User
+                        && !matches!(kind, FileType::RegularFile | FileType::Directory) => {}
+                Err(e) => return Err(e),
+            }
         }
         // Behind a mark only while the data is on its way (a clone's
         // shared blocks are on disk already).

@@ -41,5 +41,6 @@ pub mod rename;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod treecopy;
 pub mod unsettled;
 pub mod workdir;
