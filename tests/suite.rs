@@ -27,6 +27,7 @@ mod posix_copyup;
 mod posix_trust;
 mod powercut;
 mod random_differential;
+mod redirect_dir;
 mod scenario;
 mod semantics_copyup;
 mod semantics_lookup;
