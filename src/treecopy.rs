@@ -36,7 +36,7 @@ use std::sync::Arc;
 use crate::copyup::times_of;
 use crate::error::OpResult;
 use crate::format::{self, XattrNamespace};
-use crate::inode::{Inode, Location, RealRef};
+use crate::inode::{Inode, RealRef};
 use crate::layer::UPPER;
 use crate::lookup::{Presence, Resolved};
 use crate::origin::OriginInfo;
@@ -123,17 +123,13 @@ impl Overlay {
     }
 
     /// A lower file with several names whose copy another name made (in the
-    /// index) gets that copy at this name too, as copy-up would give it.
+    /// index) gets that copy at this name too, as copy-up would give it: a
+    /// non-dir with an upper copy but none at this name shares another's.
     fn link_shared_copy(&self, dir: &Arc<Inode>, name: &OsStr, file: &Inode) -> OpResult<()> {
-        let Some(shared) = file.upper() else {
-            return Err(Errno::STALE);
-        };
-        if !matches!(shared.loc, Location::Index(_)) {
-            return Ok(());
-        }
         let dir_fd = self.real_fd(&dir.upper().ok_or(Errno::STALE)?)?;
         let _names = dir.lock_names_unchanged();
         if let Presence::Absent = self.upper_entry(dir, name)? {
+            let shared = file.upper().ok_or(Errno::STALE)?;
             let before = sys::fstat(dir_fd.as_fd())?;
             match sys::link_fd(self.real_fd(&shared)?.as_fd(), dir_fd.as_fd(), name) {
                 Ok(()) | Err(Errno::EXIST) => {}
