@@ -430,3 +430,31 @@ fn exchange_of_two_lower_dirs_without_redirects() {
     assert_same(&tree_snapshot(&kmnt), &want, "kernel overlayfs");
     k.unmount();
 }
+
+/// Files open across the rename stay the files at the new names: a writer's copy is the one
+/// the moved dir holds, and a reader of a file not copied up yet reads on.
+#[test]
+fn open_files_follow_the_dir_copied_up_whole() {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("d/w"), "w");
+    write_file(&l.lower(0).join("d/sub/r"), "read me");
+    let m = l.mount_with(&["-o", "redirect_dir=off"]);
+    let mut writer = fs::OpenOptions::new()
+        .append(true)
+        .open(l.mnt.join("d/w"))
+        .unwrap();
+    let reader = fs::File::open(l.mnt.join("d/sub/r")).unwrap();
+    fs::rename(l.mnt.join("d"), l.mnt.join("e")).unwrap();
+    writer.write_all(b"+after").unwrap();
+    drop(writer);
+    assert_eq!(read(&l.mnt.join("e/w")), "w+after");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut &reader, &mut got).unwrap();
+    assert_eq!(got, "read me");
+    drop(reader);
+    append(&l.mnt.join("e/sub/r"), "!");
+    assert_eq!(read(&l.mnt.join("e/sub/r")), "read me!");
+    m.unmount();
+    assert_eq!(read(&l.upper.join("e/w")), "w+after");
+    assert_eq!(read(&l.upper.join("e/sub/r")), "read me!");
+}
