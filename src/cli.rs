@@ -41,6 +41,14 @@ pub enum Command {
     Diff(crate::changes_cli::DiffArgs),
     /// Write an upper dir's changes as an OCI image layer (tar), to stdout or -o FILE.
     Export(crate::changes_cli::ExportArgs),
+    /// Print the man page (man) or a shell's completion script (bash, zsh, fish) on stdout.
+    ///
+    /// `make install` installs the copies kept in the source tree (man/, completions/), which
+    /// `make docs` writes with this command.
+    Generate {
+        #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
+        artifact: String,
+    },
 }
 
 #[derive(Args, Debug, Default)]

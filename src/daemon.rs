@@ -83,6 +83,8 @@ fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
         passthrough: plan.options.passthrough,
         static_nlink: plan.options.static_nlink,
         noatime: plan.options.noatime,
+        redirect_dir: plan.options.redirect_dir,
+        userxattr: plan.options.userxattr,
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options)
@@ -296,7 +298,11 @@ fn serve(mounted: Mounted) -> (SetupResult<()>, Arc<Overlay>) {
 /// before it exits: no request runs any more, and the layers, the work dir
 /// and the overlay's tables are all still there. Right after it returns,
 /// every fd is closed (see [`serve_then_exit`]).
-fn finish_before_exit(_overlay: &Overlay) {}
+fn finish_before_exit(overlay: &Overlay) {
+    // Normally each was settled right after its answer; these are the ones
+    // whose settling failed or raced with the unmount.
+    overlay.settle_all_copies();
+}
 
 /// The threads beside the request threads: one trims memory, one unmounts
 /// on SIGTERM, SIGINT or SIGHUP.

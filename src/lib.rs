@@ -36,6 +36,8 @@ pub mod layerview;
 pub mod linkgroups;
 pub mod listing;
 pub mod lookup;
+pub mod manual;
+pub mod mount_helper;
 pub mod namespace;
 pub mod options;
 pub mod origin;
@@ -46,4 +48,6 @@ pub mod rename;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod treecopy;
+pub mod unsettled;
 pub mod workdir;

@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
+
 use crate::error::OpResult;
 use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
@@ -17,6 +19,7 @@ use crate::inode::{Inode, InodeTable, Layers, Location, ROOT_INO, RealRef};
 use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::listing::DirOrder;
 use crate::sys::{self, Errno, Stat};
+use crate::unsettled::UnsettledCopies;
 use crate::workdir::{Capabilities, WorkDir};
 
 /// Settings of a mount that the filesystem itself needs.
@@ -41,6 +44,10 @@ pub struct OverlayOptions {
     pub static_nlink: bool,
     /// The `noatime` mount option: reads never change access times.
     pub noatime: bool,
+    /// How a dir with lower content is renamed (`redirect_dir=`).
+    pub redirect_dir: RedirectDir,
+    /// Overlay metadata in `user.overlay.*` only (`userxattr`).
+    pub userxattr: bool,
 }
 
 impl Default for OverlayOptions {
@@ -54,8 +61,28 @@ impl Default for OverlayOptions {
             passthrough: true,
             static_nlink: false,
             noatime: false,
+            redirect_dir: RedirectDir::Auto,
+            userxattr: false,
         }
     }
+}
+
+/// How a dir with lower content is renamed (`redirect_dir=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RedirectDir {
+    /// The upper dir moves and an `overlay.redirect` xattr records where its
+    /// lower dirs are (the kernel's redirect_dir=on format).
+    On,
+    /// No redirect is written: the dir is copied up as a whole (opaque, every
+    /// entry below it with its own upper copy), then moved. What a kernel
+    /// mount that never follows redirects (`userxattr`, redirect_dir=off or
+    /// nofollow) reads the same. `follow` and `nofollow` mean this too: cowfs
+    /// reads the redirects it finds either way.
+    Off,
+    /// On where the kernel follows redirects (`trusted.overlay.*`), off
+    /// where it never does (`user.overlay.*`, a rootless mount).
+    #[default]
+    Auto,
 }
 
 pub struct Overlay {
@@ -70,12 +97,26 @@ pub struct Overlay {
     clone_unsupported: std::sync::atomic::AtomicBool,
     /// What copied data needs before the copy is renamed into place.
     data_ordering: sys::DataOrdering,
+    /// Copies placed behind a metacopy mark whose data is still being
+    /// written back.
+    unsettled: UnsettledCopies,
     /// Tells the kernel that an inode's attributes changed without a request
     /// about it (set by the FUSE edge; none without a mount).
     attrs_changed_hook: std::sync::OnceLock<AttrsChangedHook>,
     pub options: OverlayOptions,
     /// Table size after the last memory trim, or the largest seen since.
     trim_mark: std::sync::atomic::AtomicUsize,
+    /// Numbers kept for upper objects that no lookup would give them (see
+    /// `treecopy`): by upper inode number, with the origin that proves it is
+    /// still the same object.
+    kept_numbers: DashMap<u64, KeptNumber>,
+}
+
+/// The number a copied-up object keeps for the rest of a mount after its
+/// lower object can no longer be found from it.
+pub(crate) struct KeptNumber {
+    pub origin: Vec<u8>,
+    pub ino: u64,
 }
 
 /// Called with an inode number whose cached attributes are out of date.
@@ -95,7 +136,7 @@ impl Overlay {
         options: OverlayOptions,
     ) -> OpResult<Overlay> {
         let caps = match &work {
-            Some(work) => work.probe(),
+            Some(work) => work.probe(options.userxattr),
             None => Capabilities {
                 chardev_whiteouts: false,
                 rename_whiteout: false,
@@ -117,9 +158,11 @@ impl Overlay {
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
             data_ordering,
+            unsettled: UnsettledCopies::default(),
             attrs_changed_hook: std::sync::OnceLock::new(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
+            kept_numbers: DashMap::new(),
         };
         let root = overlay.make_root()?;
         overlay.inodes.insert_root(root);
@@ -195,6 +238,11 @@ impl Overlay {
         self.data_ordering
     }
 
+    /// Copies answered before their data was on disk (see `unsettled`).
+    pub(crate) fn unsettled(&self) -> &UnsettledCopies {
+        &self.unsettled
+    }
+
     /// The live inode of the object numbered `ino`, whether or not the
     /// kernel holds it.
     pub(crate) fn known_inode(&self, ino: u64) -> Option<Arc<Inode>> {
@@ -228,6 +276,27 @@ impl Overlay {
     /// number is never answered with the old one's.
     pub(crate) fn forget_real_fd(&self, layer: LayerId, real_ino: u64) {
         self.fds.remove(layer, real_ino);
+        if layer == UPPER && !self.kept_numbers.is_empty() {
+            self.kept_numbers.remove(&real_ino);
+        }
+    }
+
+    /// From now on, the upper object `upper_ino` (whose origin xattr holds
+    /// `origin`) is numbered `ino` in this mount.
+    pub(crate) fn keep_number(&self, upper_ino: u64, origin: Vec<u8>, ino: u64) {
+        self.kept_numbers
+            .insert(upper_ino, KeptNumber { origin, ino });
+    }
+
+    /// The number kept for the upper object `upper_ino`, if any; the caller
+    /// checks the origin.
+    pub(crate) fn kept_number(&self, upper_ino: u64) -> Option<(Vec<u8>, u64)> {
+        if self.kept_numbers.is_empty() {
+            return None;
+        }
+        self.kept_numbers
+            .get(&upper_ino)
+            .map(|k| (k.origin.clone(), k.ino))
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -10,6 +10,7 @@ mod dropin_support;
 mod posix_support;
 mod reliability_support;
 
+mod attr_copyup;
 mod cli;
 mod crash;
 mod diff_export;
@@ -18,6 +19,7 @@ mod dropin;
 mod durability;
 mod fsx;
 mod hostile;
+mod install;
 mod lifecycle;
 #[path = "core.rs"]
 mod overlay_core;
@@ -26,6 +28,7 @@ mod posix_copyup;
 mod posix_trust;
 mod powercut;
 mod random_differential;
+mod redirect_dir;
 mod scenario;
 mod semantics_copyup;
 mod semantics_lookup;
