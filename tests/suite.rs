@@ -16,6 +16,7 @@ mod crash;
 mod diff_export;
 mod differential;
 mod dropin;
+mod dropin_rootless;
 mod durability;
 mod fsx;
 mod hostile;
