@@ -37,6 +37,30 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a cowfs mount.
     Umount { mountpoint: PathBuf },
+    /// Show the live figures of a cowfs mount: requests per operation,
+    /// copy-ups, whiteouts, table sizes.
+    Stats(StatsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    pub mountpoint: PathBuf,
+    /// One JSON object (a line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print again every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if !(0.01..=86400.0).contains(&seconds) {
+        return Err("give 0.01 to 86400 seconds".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Args, Debug, Default)]

@@ -47,6 +47,7 @@ impl Overlay {
             return Ok(upper);
         }
         let work = self.writable()?;
+        let started = std::time::Instant::now();
         let one_at_a_time = inode.lock_copy_up();
         if let Some(upper) = inode.upper() {
             drop(one_at_a_time);
@@ -166,6 +167,7 @@ impl Overlay {
             inode.set_origin_nlink(sys::nlink(&st));
         }
         tracing::debug!(ino = inode.ino, ?name, ?mode, "copied up");
+        self.stats().copied_up(started);
         // The copy is in place and recorded: a failure now fails the
         // operation, and a retry finds the copy instead of tripping on it.
         restored_times?;
@@ -250,6 +252,7 @@ impl Overlay {
                 before.st_dev,
                 self.clone_unsupported(),
             )?;
+            self.count_data_copy(copied, lower_st.st_size);
             // The mark goes only once the data is on disk: without it the
             // file reads from the upper copy.
             self.make_durable(writable.as_fd(), copied)?;
@@ -305,6 +308,7 @@ impl Overlay {
                             work.dev,
                             self.clone_unsupported(),
                         )?;
+                        self.count_data_copy(copied, st.st_size);
                         unsynced = self.start_durable(to.as_fd(), copied)?;
                         opened_source = Some(from);
                     }

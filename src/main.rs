@@ -58,6 +58,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Mount(args)) => mount(args),
         Some(Command::Umount { mountpoint }) => daemon::umount(&mountpoint),
+        Some(Command::Stats(args)) => {
+            daemon::find_cowfs_mount(&args.mountpoint).and_then(|mount| {
+                let socket = cowfs::stats_socket::socket_path(mount.owner, &mount.dev);
+                cowfs::stats_socket::print(&socket, &args.mountpoint, args.json, args.watch)
+            })
+        }
         None if cli.mount.paths.is_empty() && cli.mount.options.is_empty() => {
             eprintln!("cowfs: error: nothing to do; see cowfs --help");
             return ExitCode::from(2);
