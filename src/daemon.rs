@@ -266,7 +266,7 @@ fn serve_stats(mountpoint: &Path, overlay: &Arc<Overlay>) -> Option<StatsServer>
     };
     let overlay = overlay.clone();
     match StatsServer::start(&dev, move || overlay.stats_snapshot()) {
-        Ok(server) => Some(server),
+        Ok(server) => server,
         Err(e) => {
             tracing::warn!("no stats socket: {}", e.one_line());
             None

@@ -72,14 +72,19 @@ pub struct StatsServer {
 }
 
 impl StatsServer {
-    /// Serves the figures `figures` gives for the mount numbered `dev`.
+    /// Serves the figures `figures` gives for the mount numbered `dev`;
+    /// `None` if the user has no runtime dir to put the socket in.
     pub fn start(
         dev: &str,
         figures: impl Fn() -> Snapshot + Send + 'static,
-    ) -> SetupResult<StatsServer> {
+    ) -> SetupResult<Option<StatsServer>> {
         let owner = sys::euid();
         let path = socket_path(owner, dev);
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        if dir.parent().is_some_and(|runtime| !runtime.is_dir()) {
+            tracing::info!(dir = %dir.display(), "no stats socket: no runtime dir to hold it");
+            return Ok(None);
+        }
         make_private_dir(&dir, owner)?;
         remove_stale_sockets(&dir);
         let temp = dir.join(format!(
@@ -116,13 +121,13 @@ impl StatsServer {
             }
         };
         tracing::debug!(path = %path.display(), "serving stats");
-        Ok(StatsServer {
+        Ok(Some(StatsServer {
             path,
             ino,
             listener,
             stopped,
             thread: Some(thread),
-        })
+        }))
     }
 
     /// Where the socket is.

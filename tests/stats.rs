@@ -197,6 +197,17 @@ fn the_socket_is_private_and_lives_as_long_as_the_mount() {
     m.unmount();
     assert!(wait_gone(&socket), "{} left after umount", socket.display());
 
+    // SIGTERM takes the mount down, and the socket with it.
+    let m = l.mount();
+    let socket = socket_of(&m.mnt);
+    assert!(socket.exists());
+    m.signal(libc::SIGTERM);
+    assert!(
+        wait_gone(&socket),
+        "{} left after SIGTERM",
+        socket.display()
+    );
+
     // A daemon killed with SIGKILL leaves its socket; `cowfs stats` says it is stale and
     // returns, and the next mount serves its own.
     let mut m = l.mount();
