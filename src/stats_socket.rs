@@ -130,11 +130,6 @@ impl StatsServer {
         }))
     }
 
-    /// Where the socket is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Stops answering and removes the socket.
     pub fn stop(mut self) {
         self.shut();
