@@ -37,8 +37,23 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a cowfs mount.
     Umount { mountpoint: PathBuf },
-    /// Show the live figures of a cowfs mount: requests per operation,
-    /// copy-ups, whiteouts, table sizes.
+    /// Print the man page (man) or a shell's completion script (bash, zsh, fish) on stdout.
+    ///
+    /// `make install` installs the copies kept in the source tree (man/, completions/), which
+    /// `make docs` writes with this command.
+    Generate {
+        #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
+        artifact: String,
+    },
+    /// Show the live figures of a cowfs mount: requests per operation, copy-ups, whiteouts, table sizes.
+    ///
+    /// Requests per FUSE operation (count, total time, median and 99th percentile), copy-ups
+    /// (count, bytes copied and cloned, time), whiteouts and opaque dirs made, the inode table,
+    /// open handles, passthrough files, fd cache hits and misses, kept listings, and the
+    /// transport. The daemon serves them on a Unix socket only the mount's owner and root may
+    /// use: /run/cowfs/MAJOR-MINOR.sock for root's mounts, $XDG_RUNTIME_DIR/cowfs/ (else
+    /// /run/user/UID/cowfs/) for other users'. Fails on a dir that is not a cowfs mount and on
+    /// a mount whose daemon is gone.
     Stats(StatsArgs),
 }
 

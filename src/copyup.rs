@@ -18,6 +18,7 @@ use crate::inode::{Inode, Location, RealRef};
 use crate::layer::UPPER;
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType, OFlags, Stat, Timespec, Timestamps};
+use crate::unsettled::UnsettledCopy;
 use crate::workdir::WorkDir;
 
 /// How much of a lower file a copy-up must bring along.
@@ -30,6 +31,12 @@ pub enum CopyUp {
     MetaOnly,
     /// No data: the file is about to be truncated to zero.
     Truncate,
+    /// Chosen by copy-up itself for a `MetaOnly` change when metacopy is
+    /// off: data and metadata, placed at once under the kernel's metacopy
+    /// mark (the data is the lower file's, which is true and on disk), the
+    /// mark taken off once the copy's own data is on disk
+    /// ([`Overlay::settle_copy`]). Never asked for by a caller.
+    DataBehindMark,
 }
 
 impl Overlay {
@@ -68,7 +75,9 @@ impl Overlay {
         let st = sys::fstat(source_fd.as_fd())?;
 
         let mode = match want {
-            CopyUp::MetaOnly if !self.can_metacopy(&st) => CopyUp::Data,
+            CopyUp::MetaOnly if self.can_metacopy(&st) => CopyUp::MetaOnly,
+            CopyUp::MetaOnly if self.can_place_behind_mark(&st) => CopyUp::DataBehindMark,
+            CopyUp::MetaOnly | CopyUp::DataBehindMark => CopyUp::Data,
             CopyUp::Truncate if sys::file_type(&st) != FileType::RegularFile => CopyUp::Data,
             other => other,
         };
@@ -114,10 +123,17 @@ impl Overlay {
             self.mark_impure(parent_fd.as_fd())?;
             parent.set_known_impure();
         }
-        if let Some(fd) = writing_back {
-            // Last before the rename, and outside the dir's lock.
-            self.finish_durable(fd.as_fd())?;
-        }
+        // The data of a copy behind a metacopy mark is waited for after
+        // the answer; any other copy's is, last before the rename and outside
+        // the dir's lock.
+        let writing_back = match writing_back {
+            Some(fd) if mode == CopyUp::DataBehindMark => Some(fd),
+            Some(fd) => {
+                self.finish_durable(fd.as_fd())?;
+                None
+            }
+            None => None,
+        };
 
         let restored_times = {
             let _names = parent.lock_names_unchanged();
@@ -155,14 +171,14 @@ impl Overlay {
             drop(temp);
             return self.adopt_twin_dir(inode, &parent, &parent_fd, &name);
         };
-        let upper = self.record_upper(
-            inode,
-            &parent,
-            &name,
-            copy,
-            &copy_st,
-            mode == CopyUp::MetaOnly,
-        );
+        let behind_mark = mode == CopyUp::MetaOnly || writing_back.is_some();
+        let upper = self.record_upper(inode, &parent, &name, copy, &copy_st, behind_mark);
+        if let Some(written) = writing_back {
+            self.unsettled().insert(UnsettledCopy {
+                inode: inode.clone(),
+                written,
+            });
+        }
         if index_key.is_some() {
             inode.set_origin_nlink(sys::nlink(&st));
         }
@@ -220,10 +236,72 @@ impl Overlay {
     /// Whether a file may be copied up without its data: metacopy is on,
     /// overlay xattrs can be written, and it is a plain file with one name.
     fn can_metacopy(&self, st: &Stat) -> bool {
-        self.options.metacopy
-            && self.xattr_ns().is_some()
-            && sys::file_type(st) == FileType::RegularFile
-            && st.st_nlink == 1
+        self.options.metacopy && self.could_be_metacopy(st)
+    }
+
+    fn could_be_metacopy(&self, st: &Stat) -> bool {
+        self.xattr_ns().is_some() && sys::file_type(st) == FileType::RegularFile && st.st_nlink == 1
+    }
+
+    /// Whether a copy for an attribute change may be answered before its
+    /// data is on disk, behind a metacopy mark: there is data whose
+    /// writeback would be waited for, and the mark is in the `trusted`
+    /// namespace (the kernel reads `user.overlay` marks only with
+    /// `userxattr`, which has no metacopy, so a crash would leave files
+    /// it cannot read).
+    fn can_place_behind_mark(&self, st: &Stat) -> bool {
+        self.could_be_metacopy(st)
+            && self.xattr_ns() == Some(crate::format::XattrNamespace::Trusted)
+            && st.st_size > 0
+            && self.data_ordering() != sys::DataOrdering::Nothing
+    }
+
+    /// Takes the metacopy mark off a copy that was placed behind one, once
+    /// its own data is on disk: after the answer to the request that made
+    /// it (the device works while the caller goes on). Nothing to do for
+    /// any other inode. A failure leaves a valid metacopy file, whose data
+    /// the next write copies again.
+    pub fn settle_copy(&self, inode: &Inode) {
+        if !self.unsettled().contains(inode.ino) {
+            return;
+        }
+        let _one_at_a_time = inode.lock_copy_up();
+        if let Some(copy) = self.unsettled().take(inode.ino) {
+            self.settle_taken(copy);
+        }
+    }
+
+    /// [`Overlay::settle_copy`] by inode number; the common case, nothing to
+    /// settle, costs one atomic load.
+    pub fn settle_copy_of(&self, ino: u64) {
+        if let Some(inode) = self.unsettled().inode(ino) {
+            self.settle_copy(&inode);
+        }
+    }
+
+    /// Settles every copy still behind a mark (the mount is going away).
+    pub fn settle_all_copies(&self) {
+        for ino in self.unsettled().inos() {
+            self.settle_copy_of(ino);
+        }
+    }
+
+    fn settle_taken(&self, copy: UnsettledCopy) {
+        let settled = (|| -> OpResult<()> {
+            sys::fault::check("copyup-settle")?;
+            self.finish_durable(copy.written.as_fd())?;
+            let ns = self.xattr_ns().ok_or(Errno::STALE)?;
+            match sys::remove_xattr(copy.written.as_fd(), ns.metacopy()) {
+                Ok(()) | Err(Errno::NODATA) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })();
+        match settled {
+            Ok(()) => copy.inode.clear_metacopy(),
+            Err(e) => {
+                tracing::warn!(ino = copy.inode.ino, %e, "copy stays a metacopy file");
+            }
+        }
     }
 
     /// Brings the data of a metacopy file up (or, before a truncate to
@@ -231,6 +309,10 @@ impl Overlay {
     /// crash leaves a file that still reads from the lower one.
     fn finish_metacopy(&self, inode: &Arc<Inode>, want: CopyUp) -> OpResult<()> {
         let _one_at_a_time = inode.lock_copy_up();
+        if let Some(copy) = self.unsettled().take(inode.ino) {
+            // Its data is there already: waiting for it is all it needs.
+            self.settle_taken(copy);
+        }
         let layers = inode.layers();
         if !layers.metacopy {
             return Ok(());
@@ -251,6 +333,7 @@ impl Overlay {
                 &lower_st,
                 before.st_dev,
                 self.clone_unsupported(),
+                false,
             )?;
             self.count_data_copy(copied, lower_st.st_size);
             // The mark goes only once the data is on disk: without it the
@@ -298,7 +381,7 @@ impl Overlay {
                 sys::fault::check("copyup-create")?;
                 let to = sys::create_file(work.fd(), temp, OFlags::WRONLY, 0o600)?;
                 match mode {
-                    CopyUp::Data => {
+                    CopyUp::Data | CopyUp::DataBehindMark => {
                         let from = sys::reopen(source, OFlags::RDONLY)?;
                         sys::fault::check("copyup-data")?;
                         let copied = sys::copy_file_data(
@@ -307,6 +390,9 @@ impl Overlay {
                             st,
                             work.dev,
                             self.clone_unsupported(),
+                            // Behind the mark, the size must be on disk with
+                            // the name, whatever the data's writeback does.
+                            mode == CopyUp::DataBehindMark,
                         )?;
                         self.count_data_copy(copied, st.st_size);
                         unsynced = self.start_durable(to.as_fd(), copied)?;
@@ -337,7 +423,9 @@ impl Overlay {
             let origin = self.origin_value(source, layer);
             sys::set_xattr(copy.as_fd(), ns.origin(), &origin, sys::XattrFlags::empty())?;
         }
-        if mode == CopyUp::MetaOnly
+        // Behind a mark only while the data is on its way (a clone's
+        // shared blocks are on disk already).
+        if (mode == CopyUp::MetaOnly || mode == CopyUp::DataBehindMark && unsynced)
             && let Some(ns) = self.xattr_ns()
         {
             sys::set_xattr(copy.as_fd(), ns.metacopy(), b"", sys::XattrFlags::empty())?;
@@ -381,7 +469,11 @@ impl Overlay {
         match self.data_ordering() {
             sys::DataOrdering::Nothing => Ok(false),
             sys::DataOrdering::WriteBack => {
-                sys::start_write_back(fd)?;
+                // A test can hold the writeback back (a slow device), so a
+                // power cut finds the data still in memory.
+                if sys::fault::check("copyup-writeback-start").is_ok() {
+                    sys::start_write_back(fd)?;
+                }
                 Ok(true)
             }
             sys::DataOrdering::Sync => Ok(true),

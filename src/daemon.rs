@@ -330,7 +330,11 @@ fn serve(mounted: Mounted) -> (SetupResult<()>, Arc<Overlay>) {
 /// before it exits: no request runs any more, and the layers, the work dir
 /// and the overlay's tables are all still there. Right after it returns,
 /// every fd is closed (see [`serve_then_exit`]).
-fn finish_before_exit(_overlay: &Overlay) {}
+fn finish_before_exit(overlay: &Overlay) {
+    // Normally each was settled right after its answer; these are the ones
+    // whose settling failed or raced with the unmount.
+    overlay.settle_all_copies();
+}
 
 /// The threads beside the request threads: one trims memory, one unmounts
 /// on SIGTERM, SIGINT or SIGHUP.

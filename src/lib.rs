@@ -29,6 +29,8 @@ pub mod inode;
 pub mod layer;
 pub mod listing;
 pub mod lookup;
+pub mod manual;
+pub mod mount_helper;
 pub mod namespace;
 pub mod options;
 pub mod origin;
@@ -41,4 +43,5 @@ pub mod stats_socket;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod unsettled;
 pub mod workdir;

@@ -1,11 +1,14 @@
 #![deny(unsafe_code)]
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cowfs::cli::{Cli, Command, MOUNT_USAGE, MountArgs};
 use cowfs::daemon::{self, RunSettings};
 use cowfs::error::{SetupError, SetupResult};
+use cowfs::manual::Artifact;
+use cowfs::mount_helper::{self, HelperCall};
 
 fn init_logging(args: &MountArgs) -> SetupResult<()> {
     use tracing_subscriber::EnvFilter;
@@ -53,8 +56,13 @@ fn mount(args: MountArgs) -> SetupResult<()> {
     daemon::run(plan, settings)
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// How a command failed, after it said why on stderr.
+enum Failed {
+    Usage,
+    Setup,
+}
+
+fn run(cli: Cli) -> Result<(), Failed> {
     let result = match cli.command {
         Some(Command::Mount(args)) => mount(args),
         Some(Command::Umount { mountpoint }) => daemon::umount(&mountpoint),
@@ -64,28 +72,78 @@ fn main() -> ExitCode {
                 cowfs::stats_socket::print(&socket, &args.mountpoint, args.json, args.watch)
             })
         }
+        Some(Command::Generate { artifact }) => generate(&artifact),
         None if cli.mount.paths.is_empty() && cli.mount.options.is_empty() => {
             eprintln!("cowfs: error: nothing to do; see cowfs --help");
-            return ExitCode::from(2);
+            return Err(Failed::Usage);
         }
         None if cli.mount.options.is_empty() => {
             let first = cli.mount.paths[0].to_string_lossy().into_owned();
             eprintln!(
                 "cowfs: error: unrecognized subcommand '{first}'\n\n{MOUNT_USAGE}\n\nFor more information, try '--help'."
             );
-            return ExitCode::from(2);
+            return Err(Failed::Usage);
         }
         None => mount(cli.mount),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Ok(()),
         Err(e @ SetupError::Usage(_)) => {
             eprintln!("cowfs: error: {}\n\n{MOUNT_USAGE}", e.one_line());
-            ExitCode::from(2)
+            Err(Failed::Usage)
         }
         Err(e) => {
             eprintln!("cowfs: error: {}", e.one_line());
-            ExitCode::FAILURE
+            Err(Failed::Setup)
         }
+    }
+}
+
+/// Prints a generated file of the tree (the man page, a shell's completions).
+fn generate(artifact: &str) -> SetupResult<()> {
+    use std::io::Write;
+    let artifact = Artifact::from_name(artifact)
+        .ok_or_else(|| SetupError::Usage(format!("nothing called '{artifact}' to generate")))?;
+    std::io::stdout()
+        .write_all(artifact.render().as_bytes())
+        .map_err(|e| SetupError::step("writing to stdout", e))
+}
+
+/// Run by mount(8) as /sbin/mount.fuse.cowfs: its arguments, and its exit codes.
+fn run_as_mount_helper(args: &[OsString]) -> ExitCode {
+    let command = match mount_helper::parse(args) {
+        Ok(HelperCall::Fake) => return ExitCode::SUCCESS,
+        Ok(HelperCall::Mount(command)) => command,
+        Err(message) => {
+            eprintln!("cowfs: error: {message}");
+            return ExitCode::from(mount_helper::EXIT_USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(command) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(mount_helper::EXIT_USAGE);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed::Usage) => ExitCode::from(mount_helper::EXIT_USAGE),
+        Err(Failed::Setup) => ExitCode::from(mount_helper::EXIT_MOUNT_FAILED),
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .is_some_and(|name| mount_helper::is_helper_name(name))
+    {
+        return run_as_mount_helper(&argv[1..]);
+    }
+    match run(Cli::parse_from(argv)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed::Usage) => ExitCode::from(2),
+        Err(Failed::Setup) => ExitCode::FAILURE,
     }
 }

@@ -18,6 +18,7 @@ use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::listing::DirOrder;
 use crate::stats::{Snapshot, Stats, TableFigures};
 use crate::sys::{self, Errno, Stat};
+use crate::unsettled::UnsettledCopies;
 use crate::workdir::{Capabilities, WorkDir};
 
 /// Settings of a mount that the filesystem itself needs.
@@ -71,6 +72,9 @@ pub struct Overlay {
     clone_unsupported: std::sync::atomic::AtomicBool,
     /// What copied data needs before the copy is renamed into place.
     data_ordering: sys::DataOrdering,
+    /// Copies placed behind a metacopy mark whose data is still being
+    /// written back.
+    unsettled: UnsettledCopies,
     /// Tells the kernel that an inode's attributes changed without a request
     /// about it (set by the FUSE edge; none without a mount).
     attrs_changed_hook: std::sync::OnceLock<AttrsChangedHook>,
@@ -120,6 +124,7 @@ impl Overlay {
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
             data_ordering,
+            unsettled: UnsettledCopies::default(),
             attrs_changed_hook: std::sync::OnceLock::new(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
@@ -227,6 +232,11 @@ impl Overlay {
     /// What copied data needs before the copy is renamed into place.
     pub(crate) fn data_ordering(&self) -> sys::DataOrdering {
         self.data_ordering
+    }
+
+    /// Copies answered before their data was on disk (see `unsettled`).
+    pub(crate) fn unsettled(&self) -> &UnsettledCopies {
+        &self.unsettled
     }
 
     /// The live inode of the object numbered `ino`, whether or not the

@@ -170,9 +170,64 @@ fn full_upper() {
     upperfs.unmount().unwrap();
 }
 
+/// The copy for a chmod is answered behind a metacopy mark, which comes
+/// off once its data is on disk. If that fails, the file stays a valid
+/// metacopy file: the change is kept, the data read from the lower file,
+/// and the next write copies the data again and takes the mark off.
+fn settling_fails() {
+    let faults = fault_file();
+    let l = Layers::new(1);
+    lower_with_file(&l);
+    let m = l.mount();
+    fs::write(&faults, format!("copyup-settle {}\n", libc::EIO)).unwrap();
+    let f = l.mnt.join("d/f");
+    assert_eq!(chmod_errno(&f, 0o600), 0, "chmod: answered before settling");
+    let upper = l.upper.join("d/f");
+    assert!(
+        lgetxattr(&upper, "trusted.overlay.metacopy").is_ok(),
+        "the copy keeps its mark when settling fails"
+    );
+    assert_eq!(
+        fs::read(&f).unwrap(),
+        DATA,
+        "merged content of the marked copy"
+    );
+    assert_eq!(fs::symlink_metadata(&f).unwrap().mode() & 0o7777, 0o600);
+    drop(m);
+    // Also the next mount reads it as a metacopy file (so does a kernel
+    // mount with metacopy=on).
+    let m = l.mount();
+    assert_eq!(fs::read(&f).unwrap(), DATA, "after remount");
+    let kernel = l.kernel_mount_with("kernel", KERNEL_NO_INDEX_OPTS);
+    assert_eq!(
+        fs::read(kernel.mnt.join("d/f")).unwrap(),
+        DATA,
+        "kernel, metacopy=on"
+    );
+    kernel.unmount();
+    fs::write(&faults, "").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
+    let mut want = DATA.to_vec();
+    want.push(b'+');
+    assert_eq!(fs::read(&f).unwrap(), want, "merged content after a write");
+    assert_eq!(fs::read(&upper).unwrap(), want, "upper after a write");
+    assert!(
+        lgetxattr(&upper, "trusted.overlay.metacopy").is_err(),
+        "the write took the mark off"
+    );
+    assert!(work_temps(&l.work).is_empty(), "temps left");
+    drop(m);
+}
+
 /// One test: the daemons share the fault file through the environment.
 #[test]
 fn copy_up_failures_clean_up_and_can_be_retried() {
     injected_errors();
+    settling_fails();
     full_upper();
 }

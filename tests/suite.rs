@@ -10,6 +10,7 @@ mod dropin_support;
 mod posix_support;
 mod reliability_support;
 
+mod attr_copyup;
 mod cli;
 mod crash;
 mod differential;
@@ -17,6 +18,7 @@ mod dropin;
 mod durability;
 mod fsx;
 mod hostile;
+mod install;
 mod lifecycle;
 #[path = "core.rs"]
 mod overlay_core;

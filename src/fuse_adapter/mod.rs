@@ -85,6 +85,13 @@ impl CowFs {
         op(&self.inode(ino)?)
     }
 
+    /// A copy-up for an attribute change is answered before its data is on
+    /// disk (behind a metacopy mark); the wait for the data comes after
+    /// the answer, while the caller goes on.
+    fn settle_after_answer(&self, ino: INodeNo) {
+        self.overlay.settle_copy_of(ino.0);
+    }
+
     /// Whether an open real file can't be swapped for a copy-up while open.
     fn stays(&self, key: RealKey) -> bool {
         key.layer == crate::layer::UPPER || self.overlay.is_read_only()
@@ -255,6 +262,7 @@ impl Filesystem for CowFs {
                     .setattr_by(inode, &change, open_fd.as_deref(), caller)
             });
             reply.answer(&self.ttl, attr);
+            self.settle_after_answer(ino);
         });
     }
 
@@ -575,6 +583,7 @@ impl Filesystem for CowFs {
                 self.overlay.setxattr_by(inode, name, value, flags, caller)
             });
             reply.answer(&self.ttl, set);
+            self.settle_after_answer(ino);
         });
     }
 
@@ -598,6 +607,7 @@ impl Filesystem for CowFs {
         self.guarded(Op::Removexattr, || {
             let removed = self.on_inode(ino, |inode| self.overlay.removexattr(inode, name));
             reply.answer(&self.ttl, removed);
+            self.settle_after_answer(ino);
         });
     }
 

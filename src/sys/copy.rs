@@ -26,6 +26,10 @@ pub fn copy_file_range(
 /// filesystems neither FICLONE nor copy_file_range can work, and sendfile is
 /// used right away.
 ///
+/// With `size_first`, a copy that is written (not cloned) gets its full
+/// size before any data, so the size is logged at once, not when the data
+/// is written back.
+///
 /// Says how the data got there: a copy that shares the source's blocks
 /// needs no sync to be durable, a written one does.
 pub fn copy_file_data(
@@ -34,6 +38,7 @@ pub fn copy_file_data(
     st: &Stat,
     to_dev: u64,
     clone_unsupported: &AtomicBool,
+    size_first: bool,
 ) -> SysResult<Copied> {
     let size = st.st_size as u64;
     if size == 0 {
@@ -55,6 +60,9 @@ pub fn copy_file_data(
             }
             Err(_) => {}
         }
+    }
+    if size_first {
+        ftruncate(to, size)?;
     }
     if (st.st_blocks as u64) * 512 >= size {
         // Blocks for every byte: no holes to look for.

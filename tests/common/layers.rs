@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::kernel::KernelOverlay;
 use super::mount::{CowfsMount, reference_mode};
 use super::mountinfo::{cleanup_under, mounts_under};
-use super::sys::{lsetxattr, mknod};
+use super::sys::{MOUNT_TIMEOUT, cowfs_bin, lsetxattr, mknod};
+use std::process::Command;
 
 // ---------------------------------------------------------------------------
 // fixture builders (plain paths; work on any dir: lowers, upper, merged view)
@@ -226,6 +227,12 @@ impl Layers {
     }
 
     pub fn mount_with(&self, extra: &[&str]) -> CowfsMount {
+        self.mount_with_env(extra, &[])
+    }
+
+    /// As [`Layers::mount_with`], the daemon with these environment variables besides ours
+    /// (e.g. `COWFS_FAULT_FILE` for one mount).
+    pub fn mount_with_env(&self, extra: &[&str], env: &[(&str, &Path)]) -> CowfsMount {
         let mut args: Vec<OsString> = vec![
             "mount".into(),
             self.lowerdir_arg().into(),
@@ -243,7 +250,18 @@ impl Layers {
                 &self.mnt,
             );
         }
-        CowfsMount::foreground(&args, &self.mnt, &self.root)
+        if env.is_empty() {
+            return CowfsMount::foreground(&args, &self.mnt, &self.root);
+        }
+        CowfsMount::spawn(
+            Command::new(cowfs_bin())
+                .args(&args)
+                .envs(env.iter().copied())
+                .env("RUST_BACKTRACE", "1"),
+            &self.mnt,
+            &self.root,
+            MOUNT_TIMEOUT,
+        )
     }
 
     /// Read-only: `cowfs mount LOWERS MNT --foreground`.
@@ -280,9 +298,15 @@ impl Layers {
     /// Kernel overlayfs over the same lowers + upper, with a fresh workdir and mountpoint
     /// named `{tag}-work` / `{tag}-mnt`.
     pub fn kernel_mount(&self, tag: &str) -> KernelOverlay {
+        self.kernel_mount_with(tag, "")
+    }
+
+    /// As [`Layers::kernel_mount`], with mount options besides the layers.
+    pub fn kernel_mount_with(&self, tag: &str, opts: &str) -> KernelOverlay {
         let work = self.fresh_dir(&format!("{tag}-work"));
         let mnt = self.fresh_dir(&format!("{tag}-mnt"));
-        KernelOverlay::mount(&self.lowers, &self.upper, &work, &mnt)
+        KernelOverlay::try_mount(&self.lowers, &self.upper, &work, &mnt, opts)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
