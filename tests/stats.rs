@@ -285,13 +285,31 @@ fn connect_as_euid(socket: &Path, euid: u32) -> String {
         *dst = *src as libc::c_char;
     }
     let mut pipe = [0; 2];
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // Close-on-exec: a daemon another test spawns meanwhile must not keep the write end open.
+    assert_eq!(
+        unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
     // The child makes raw system calls only (it is forked from a threaded process).
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
         unsafe {
-            libc::close(pipe[0]);
+            // Let go at once of the fds inherited from the other tests' threads (files open in
+            // their mounts would keep those busy while this child lives).
+            let keep = pipe[1] as libc::c_uint;
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                keep - 1,
+                0 as libc::c_uint,
+            );
+            libc::syscall(
+                libc::SYS_close_range,
+                keep + 1,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            );
             let no_change = -1 as libc::c_long;
             let euid = libc::c_long::from(euid);
             if libc::syscall(libc::SYS_setresuid, no_change, euid, no_change) != 0 {
