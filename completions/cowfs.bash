@@ -16,6 +16,12 @@ _cowfs() {
             ",$1")
                 cmd="cowfs"
                 ;;
+            cowfs,diff)
+                cmd="cowfs__subcmd__diff"
+                ;;
+            cowfs,export)
+                cmd="cowfs__subcmd__export"
+                ;;
             cowfs,generate)
                 cmd="cowfs__subcmd__generate"
                 ;;
@@ -35,7 +41,7 @@ _cowfs() {
 
     case "${cmd}" in
         cowfs)
-            opts="-o -f -h -V --workdir --foreground --threads --log-level --log-file --pid-file --help --version mount umount generate stats"
+            opts="-o -f -h -V --workdir --foreground --threads --log-level --log-file --pid-file --help --version mount umount diff export generate stats"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -63,6 +69,54 @@ _cowfs() {
                     ;;
                 --pid-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowfs__subcmd__diff)
+            opts="-h --workdir --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --workdir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowfs__subcmd__export)
+            opts="-o -h --workdir --output --compress --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --workdir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compress)
+                    COMPREPLY=($(compgen -W "none gzip zstd" -- "${cur}"))
                     return 0
                     ;;
                 *)

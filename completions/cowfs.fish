@@ -40,6 +40,8 @@ complete -c cowfs -n "__fish_cowfs_needs_command" -s h -l help -d 'Print help'
 complete -c cowfs -n "__fish_cowfs_needs_command" -s V -l version -d 'Print version'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "mount" -d 'Mount layers: LOWER[:LOWER...] [UPPER] MOUNTPOINT (leftmost lower is the top one)'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "umount" -d 'Unmount a cowfs mount'
+complete -c cowfs -n "__fish_cowfs_needs_command" -a "diff" -d 'List what an upper dir changes over its lowers, one `A|C|D PATH` a line (no mount)'
+complete -c cowfs -n "__fish_cowfs_needs_command" -a "export" -d 'Write an upper dir\'s changes as an OCI image layer (tar), to stdout or -o FILE'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "generate" -d 'Print the man page (man) or a shell\'s completion script (bash, zsh, fish) on stdout'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "stats" -d 'Show the live figures of a cowfs mount: requests per operation, copy-ups, whiteouts, table sizes'
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l workdir -d 'Work dir on the upper\'s filesystem [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]' -r -F
@@ -56,6 +58,15 @@ complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l pid-file -d 'Write
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -s f -l foreground -d 'Stay attached instead of running as a background daemon'
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cowfs -n "__fish_cowfs_using_subcommand umount" -s h -l help -d 'Print help'
+complete -c cowfs -n "__fish_cowfs_using_subcommand diff" -l workdir -d 'The upper\'s work dir [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]' -r -F
+complete -c cowfs -n "__fish_cowfs_using_subcommand diff" -l json -d 'One JSON object per path, with what changed'
+complete -c cowfs -n "__fish_cowfs_using_subcommand diff" -s h -l help -d 'Print help'
+complete -c cowfs -n "__fish_cowfs_using_subcommand export" -l workdir -d 'The upper\'s work dir [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]' -r -F
+complete -c cowfs -n "__fish_cowfs_using_subcommand export" -s o -l output -d 'Write the layer here (made whole under a temporary name first) instead of to stdout' -r -F
+complete -c cowfs -n "__fish_cowfs_using_subcommand export" -l compress -d 'Compress the layer' -r -f -a "none\t''
+gzip\t''
+zstd\t''"
+complete -c cowfs -n "__fish_cowfs_using_subcommand export" -s h -l help -d 'Print help'
 complete -c cowfs -n "__fish_cowfs_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cowfs -n "__fish_cowfs_using_subcommand stats" -l watch -d 'Print again every SECONDS until interrupted' -r
 complete -c cowfs -n "__fish_cowfs_using_subcommand stats" -l json -d 'One JSON object (a line) instead of text'

@@ -37,6 +37,10 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a cowfs mount.
     Umount { mountpoint: PathBuf },
+    /// List what an upper dir changes over its lowers, one `A|C|D PATH` a line (no mount).
+    Diff(crate::changes_cli::DiffArgs),
+    /// Write an upper dir's changes as an OCI image layer (tar), to stdout or -o FILE.
+    Export(crate::changes_cli::ExportArgs),
     /// Print the man page (man) or a shell's completion script (bash, zsh, fish) on stdout.
     ///
     /// `make install` installs the copies kept in the source tree (man/, completions/), which

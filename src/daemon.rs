@@ -84,6 +84,8 @@ fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
         passthrough: plan.options.passthrough,
         static_nlink: plan.options.static_nlink,
         noatime: plan.options.noatime,
+        redirect_dir: plan.options.redirect_dir,
+        userxattr: plan.options.userxattr,
     };
     let overlay = Arc::new(
         Overlay::new(layers, work, options)

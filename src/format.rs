@@ -297,6 +297,67 @@ impl Origin {
     }
 }
 
+/// The name of an index entry (`<workdir>/index/NAME`): the hex of the
+/// origin value of the lower file it is the copy of.
+pub fn index_name(origin: &[u8]) -> std::ffi::OsString {
+    let mut out = String::with_capacity(origin.len() * 2);
+    for b in origin {
+        out.push_str(&format!("{b:02x}"));
+    }
+    std::ffi::OsString::from(out)
+}
+
+/// The origin value an index entry's name encodes; `None` for names that
+/// are not lowercase hex.
+pub fn origin_of_index_name(name: &OsStr) -> Option<Vec<u8>> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    bytes
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// An `overlay.nlink` value: the link count of an indexed file, relative
+/// to the lower file's count (`L+N`) or to the upper inode's (`U-N`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NlinkValue {
+    LowerRelative(i64),
+    UpperRelative(i64),
+}
+
+impl NlinkValue {
+    pub fn decode(value: &[u8]) -> Option<NlinkValue> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (base, delta) = text.split_at_checked(1)?;
+        if !delta.starts_with(['+', '-']) {
+            return None;
+        }
+        let delta: i64 = delta.parse().ok()?;
+        match base {
+            "L" => Some(NlinkValue::LowerRelative(delta)),
+            "U" => Some(NlinkValue::UpperRelative(delta)),
+            _ => None,
+        }
+    }
+
+    /// The link count the merged view shows.
+    pub fn count(self, lower_nlink: u64, upper_nlink: u64) -> Option<u64> {
+        let (base, delta) = match self {
+            NlinkValue::LowerRelative(d) => (lower_nlink, d),
+            NlinkValue::UpperRelative(d) => (upper_nlink, d),
+        };
+        u64::try_from(i64::try_from(base).ok()?.checked_add(delta)?).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -384,5 +445,37 @@ mod tests {
         assert_eq!(opacity_from_xattr(Some(b'x')), Opacity::HasXattrWhiteouts);
         assert_eq!(opacity_from_xattr(Some(b'n')), Opacity::Transparent);
         assert_eq!(opacity_from_xattr(None), Opacity::Transparent);
+    }
+    #[test]
+    fn index_names_are_the_hex_of_the_origin_both_ways() {
+        let origin = [0x00, 0xfb, 0x1d, 0xab];
+        let name = index_name(&origin);
+        assert_eq!(name, std::ffi::OsString::from("00fb1dab"));
+        assert_eq!(origin_of_index_name(&name), Some(origin.to_vec()));
+        assert_eq!(origin_of_index_name(OsStr::new("0g")), None);
+        assert_eq!(origin_of_index_name(OsStr::new("abc")), None);
+        assert_eq!(origin_of_index_name(OsStr::new("AB")), None);
+    }
+
+    #[test]
+    fn nlink_values_count_from_their_base() {
+        assert_eq!(
+            NlinkValue::decode(b"L+0"),
+            Some(NlinkValue::LowerRelative(0))
+        );
+        assert_eq!(
+            NlinkValue::decode(b"L-2"),
+            Some(NlinkValue::LowerRelative(-2))
+        );
+        assert_eq!(
+            NlinkValue::decode(b"U+1"),
+            Some(NlinkValue::UpperRelative(1))
+        );
+        for bad in [&b""[..], b"L", b"L3", b"X+1", b"L+x"] {
+            assert_eq!(NlinkValue::decode(bad), None, "{bad:?}");
+        }
+        assert_eq!(NlinkValue::LowerRelative(1).count(2, 9), Some(3));
+        assert_eq!(NlinkValue::UpperRelative(-1).count(2, 9), Some(8));
+        assert_eq!(NlinkValue::LowerRelative(-3).count(2, 9), None);
     }
 }

@@ -250,6 +250,12 @@ impl Inode {
         self.layers.read().data().cloned()
     }
 
+    /// A dir now opaque with every entry copied up: no lower dir is merged
+    /// into it any more.
+    pub fn drop_lowers(&self) {
+        self.layers.write().lowers.clear();
+    }
+
     /// After a rename: the upper object now sits elsewhere.
     pub fn move_upper(&self, parent: Arc<Inode>, name: Arc<OsStr>) {
         if let Some(upper) = self.layers.write().upper.as_mut() {

@@ -12,12 +12,17 @@
 #![deny(unsafe_code)]
 
 pub mod attr;
+pub mod changes;
+pub mod changes_cli;
+pub mod changeset;
 pub mod cli;
+pub mod compare;
 pub mod copyup;
 pub mod daemon;
 pub mod dirmerge;
 pub mod dirstream;
 pub mod error;
+pub mod export;
 pub mod fdcache;
 pub mod fileio;
 pub mod format;
@@ -27,6 +32,8 @@ pub mod idmap;
 pub mod index;
 pub mod inode;
 pub mod layer;
+pub mod layerview;
+pub mod linkgroups;
 pub mod listing;
 pub mod lookup;
 pub mod manual;
@@ -43,5 +50,6 @@ pub mod stats_socket;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod treecopy;
 pub mod unsettled;
 pub mod workdir;

@@ -255,7 +255,16 @@ impl Overlay {
             stat = shared_stat;
         }
         let kind = sys::file_type(&stat);
-        let ino = origin_ino.unwrap_or_else(|| self.ino_for(&layers));
+        let mut ino = origin_ino.unwrap_or_else(|| self.ino_for(&layers));
+        if origin_ino.is_none()
+            && layers.lowers.is_empty()
+            && let Some(upper) = &layers.upper
+            && let Some(kept) = self.kept_number_of(upper)?
+        {
+            // Copied up with its whole dir and moved (see `treecopy`): it
+            // keeps the number the kernel knows it by.
+            ino = kept;
+        }
         Ok(Some(Resolved {
             ino,
             kind,

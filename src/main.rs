@@ -72,6 +72,8 @@ fn run(cli: Cli) -> Result<(), Failed> {
                 cowfs::stats_socket::print(&socket, &args.mountpoint, args.json, args.watch)
             })
         }
+        Some(Command::Diff(args)) => cowfs::changes_cli::diff(args),
+        Some(Command::Export(args)) => cowfs::changes_cli::export(args),
         Some(Command::Generate { artifact }) => generate(&artifact),
         None if cli.mount.paths.is_empty() && cli.mount.options.is_empty() => {
             eprintln!("cowfs: error: nothing to do; see cowfs --help");

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::SetupError;
 use crate::idmap::{IdMap, OverrideXattr, Ownership};
+pub use crate::overlay::RedirectDir;
 
 /// What the `-o` options ask for.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +33,11 @@ pub struct MountOptions {
     pub static_nlink: bool,
     /// `passthrough=off` keeps all file I/O in the daemon.
     pub passthrough: bool,
+    /// `redirect_dir=`: how a dir with lower content is renamed.
+    pub redirect_dir: RedirectDir,
+    /// `userxattr`: overlay metadata goes to `user.overlay.*` even where
+    /// `trusted.overlay.*` could be written (what the kernel's `userxattr` reads).
+    pub userxattr: bool,
     /// uidmapping=, gidmapping=, squash_to_*, xattr_permissions=.
     pub ownership: Ownership,
     /// Items cowfs accepted without acting on them, or did not know.
@@ -75,11 +81,9 @@ const ACCEPTED: &[&str] = &[
     "default_permissions",
     "fsname",
     "subtype",
-    "redirect_dir",
     "index",
     "metacopy",
     "xino",
-    "userxattr",
     "plugins",
     "debug",
 ];
@@ -152,6 +156,19 @@ fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
                 out.fd_cache = Some(n);
             }
             "passthrough" => out.passthrough = on_off(key, &need(value)?)?,
+            "redirect_dir" => {
+                out.redirect_dir = match need(value)?.as_str() {
+                    "on" => RedirectDir::On,
+                    "off" | "follow" | "nofollow" => RedirectDir::Off,
+                    "auto" => RedirectDir::Auto,
+                    other => {
+                        return Err(format!(
+                            "option 'redirect_dir' must be on, off or auto, not '{other}'"
+                        ));
+                    }
+                }
+            }
+            "userxattr" => out.userxattr = true,
             "metacopy" => {
                 out.metacopy = match need(value)?.as_str() {
                     "on" => true,
@@ -307,6 +324,21 @@ mod tests {
         assert_eq!(mode("noatime"), AtimeMode::NoAtime);
         assert_eq!(mode("noatime,strictatime"), AtimeMode::StrictAtime);
         assert_eq!(mode("strictatime,relatime"), AtimeMode::Relatime);
+    }
+
+    #[test]
+    fn redirect_dir_and_userxattr_parse() {
+        let mode = |o: &str| parse(&[o.into()]).unwrap().redirect_dir;
+        assert_eq!(mode("rw"), RedirectDir::Auto);
+        assert_eq!(mode("redirect_dir=on"), RedirectDir::On);
+        assert_eq!(mode("redirect_dir=off"), RedirectDir::Off);
+        assert_eq!(mode("redirect_dir=nofollow"), RedirectDir::Off);
+        assert_eq!(mode("redirect_dir=on,redirect_dir=auto"), RedirectDir::Auto);
+        assert!(parse(&["redirect_dir=maybe".into()]).is_err());
+        assert!(parse(&["redirect_dir".into()]).is_err());
+        let o = parse(&["userxattr".into()]).unwrap();
+        assert!(o.userxattr && o.ignored.is_empty() && o.unknown.is_empty());
+        assert!(!parse(&["rw".into()]).unwrap().userxattr);
     }
 
     #[test]

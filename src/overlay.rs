@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
+
 use crate::error::OpResult;
 use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
@@ -43,6 +45,10 @@ pub struct OverlayOptions {
     pub static_nlink: bool,
     /// The `noatime` mount option: reads never change access times.
     pub noatime: bool,
+    /// How a dir with lower content is renamed (`redirect_dir=`).
+    pub redirect_dir: RedirectDir,
+    /// Overlay metadata in `user.overlay.*` only (`userxattr`).
+    pub userxattr: bool,
 }
 
 impl Default for OverlayOptions {
@@ -56,8 +62,28 @@ impl Default for OverlayOptions {
             passthrough: true,
             static_nlink: false,
             noatime: false,
+            redirect_dir: RedirectDir::Auto,
+            userxattr: false,
         }
     }
+}
+
+/// How a dir with lower content is renamed (`redirect_dir=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RedirectDir {
+    /// The upper dir moves and an `overlay.redirect` xattr records where its
+    /// lower dirs are (the kernel's redirect_dir=on format).
+    On,
+    /// No redirect is written: the dir is copied up as a whole (opaque, every
+    /// entry below it with its own upper copy), then moved. What a kernel
+    /// mount that never follows redirects (`userxattr`, redirect_dir=off or
+    /// nofollow) reads the same. `follow` and `nofollow` mean this too: cowfs
+    /// reads the redirects it finds either way.
+    Off,
+    /// On where the kernel follows redirects (`trusted.overlay.*`), off
+    /// where it never does (`user.overlay.*`, a rootless mount).
+    #[default]
+    Auto,
 }
 
 pub struct Overlay {
@@ -83,6 +109,17 @@ pub struct Overlay {
     trim_mark: std::sync::atomic::AtomicUsize,
     /// What `cowfs stats` shows.
     stats: Stats,
+    /// Numbers kept for upper objects that no lookup would give them (see
+    /// `treecopy`): by upper inode number, with the origin that proves it is
+    /// still the same object.
+    kept_numbers: DashMap<u64, KeptNumber>,
+}
+
+/// The number a copied-up object keeps for the rest of a mount after its
+/// lower object can no longer be found from it.
+pub(crate) struct KeptNumber {
+    pub origin: Vec<u8>,
+    pub ino: u64,
 }
 
 /// Called with an inode number whose cached attributes are out of date.
@@ -102,7 +139,7 @@ impl Overlay {
         options: OverlayOptions,
     ) -> OpResult<Overlay> {
         let caps = match &work {
-            Some(work) => work.probe(),
+            Some(work) => work.probe(options.userxattr),
             None => Capabilities {
                 chardev_whiteouts: false,
                 rename_whiteout: false,
@@ -129,6 +166,7 @@ impl Overlay {
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
             stats: Stats::default(),
+            kept_numbers: DashMap::new(),
         };
         let root = overlay.make_root()?;
         overlay.inodes.insert_root(root);
@@ -272,6 +310,27 @@ impl Overlay {
     /// number is never answered with the old one's.
     pub(crate) fn forget_real_fd(&self, layer: LayerId, real_ino: u64) {
         self.fds.remove(layer, real_ino);
+        if layer == UPPER && !self.kept_numbers.is_empty() {
+            self.kept_numbers.remove(&real_ino);
+        }
+    }
+
+    /// From now on, the upper object `upper_ino` (whose origin xattr holds
+    /// `origin`) is numbered `ino` in this mount.
+    pub(crate) fn keep_number(&self, upper_ino: u64, origin: Vec<u8>, ino: u64) {
+        self.kept_numbers
+            .insert(upper_ino, KeptNumber { origin, ino });
+    }
+
+    /// The number kept for the upper object `upper_ino`, if any; the caller
+    /// checks the origin.
+    pub(crate) fn kept_number(&self, upper_ino: u64) -> Option<(Vec<u8>, u64)> {
+        if self.kept_numbers.is_empty() {
+            return None;
+        }
+        self.kept_numbers
+            .get(&upper_ino)
+            .map(|k| (k.origin.clone(), k.ino))
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -29,6 +29,10 @@ struct Move {
     source_redirect: bool,
     /// Exchanged with a dir with lower content, which needs one too.
     target_redirect: bool,
+    /// A dir with lower content where no redirect is written: it is copied
+    /// up whole first (see `treecopy`), then moves as an upper dir.
+    source_whole: bool,
+    target_whole: bool,
 }
 
 impl Move {
@@ -82,8 +86,15 @@ impl Overlay {
             .as_ref()
             .and_then(|t| self.known_inode(t.ino));
         self.copy_up(&source_inode)?;
+        if planned.source_whole {
+            self.copy_up_tree(&source_inode)?;
+        }
         if planned.exchange {
-            self.copy_up(target_inode.as_ref().ok_or(Errno::STALE)?)?;
+            let target = target_inode.as_ref().ok_or(Errno::STALE)?;
+            self.copy_up(target)?;
+            if planned.target_whole {
+                self.copy_up_tree(target)?;
+            }
         }
         let parent_fd = self.real_fd(&self.copy_up(parent)?)?;
         let new_parent_fd = self.real_fd(&self.copy_up(new_parent)?)?;
@@ -146,21 +157,24 @@ impl Overlay {
         if flags.contains(RenameFlags::NOREPLACE) && target.is_some() {
             return Err(Errno::EXIST);
         }
+        // A dir with lower content moves with a redirect to its lower dirs,
+        // or, where none is written (none can be, or the kernel would not
+        // follow it), copied up whole: never EXDEV.
+        let source_merged = source.kind == FileType::Directory && !source.layers.lowers.is_empty();
+        let target_merged = exchange
+            && target
+                .as_ref()
+                .is_some_and(|t| t.kind == FileType::Directory && !t.layers.lowers.is_empty());
+        let redirects = self.writes_redirects();
         let planned = Move {
-            source_redirect: source.kind == FileType::Directory && !source.layers.lowers.is_empty(),
-            target_redirect: exchange
-                && target
-                    .as_ref()
-                    .is_some_and(|t| t.kind == FileType::Directory && !t.layers.lowers.is_empty()),
+            source_redirect: source_merged && redirects,
+            target_redirect: target_merged && redirects,
+            source_whole: source_merged && !redirects,
+            target_whole: target_merged && !redirects,
             source,
             target,
             exchange,
         };
-        // A dir with lower content moves with a redirect to its lower dirs;
-        // without xattrs to record one, it can't move (as in the kernel).
-        if (planned.source_redirect || planned.target_redirect) && self.xattr_ns().is_none() {
-            return Err(Errno::XDEV);
-        }
         if let Some(target) = &planned.target {
             if target.ino == planned.source.ino
                 && Arc::ptr_eq(parent, new_parent)

@@ -154,8 +154,10 @@ impl WorkDir {
         Ok(())
     }
 
-    /// Tries what the upper filesystem supports, in the work dir.
-    pub fn probe(&self) -> Capabilities {
+    /// Tries what the upper filesystem supports, in the work dir. With
+    /// `user_xattrs_only` (the `userxattr` option) overlay xattrs go to
+    /// `user.overlay.*` even where `trusted.overlay.*` could be written.
+    pub fn probe(&self, user_xattrs_only: bool) -> Capabilities {
         let name = self.temp_name();
         let chardev_whiteouts = sys::mknod_whiteout(self.fd(), &name).is_ok();
         let _ = sys::unlink(self.fd(), &name);
@@ -182,7 +184,12 @@ impl WorkDir {
             sys::mkdir(self.fd(), &dir, 0o700)?;
             let fd = sys::open_path(self.fd(), &dir)?;
             let mut found = None;
-            for ns in [XattrNamespace::Trusted, XattrNamespace::User] {
+            let candidates: &[XattrNamespace] = if user_xattrs_only {
+                &[XattrNamespace::User]
+            } else {
+                &[XattrNamespace::Trusted, XattrNamespace::User]
+            };
+            for &ns in candidates {
                 if sys::set_xattr(fd.as_fd(), ns.opaque(), b"0", sys::XattrFlags::empty()).is_ok() {
                     found = Some(ns);
                     break;

@@ -626,16 +626,33 @@ fn rootless_mount_through_fusermount3() {
         lgetxattr(&u.join("rd"), "user.overlay.opaque").unwrap(),
         b"y"
     );
-    // rename of a lower dir: redirect through user.overlay.redirect
+    // rename of a lower dir: redirect_dir=auto is off rootless (the kernel's userxattr mount
+    // never follows a redirect), so the dir is copied up whole, opaque, no redirect
+    let ino_before = sh(&format!("stat -c %i {} {}/y", m("mvdir"), m("mvdir"))).stdout;
     let out = sh(&format!("mv {} {} && ls {1}", m("mvdir"), m("moved")));
     assert_eq!(out.stdout, "y\n");
-    let redirect = lgetxattr(&u.join("moved"), "user.overlay.redirect");
+    let moved = u.join("moved");
     assert!(
-        redirect
-            .as_ref()
-            .is_ok_and(|v| String::from_utf8_lossy(v).contains("mvdir")),
-        "user.overlay.redirect on upper/moved: {redirect:?}; upper xattrs {:?}",
-        llistxattr(&u.join("moved")).unwrap()
+        lgetxattr(&moved, "user.overlay.redirect").is_err(),
+        "user.overlay.redirect on upper/moved; upper xattrs {:?}",
+        llistxattr(&moved).unwrap()
+    );
+    assert_eq!(lgetxattr(&moved, "user.overlay.opaque").unwrap(), b"y");
+    assert_eq!(read(&moved.join("y")), "y", "moved/y copied up");
+    // and it moves again, with what it holds (no ESTALE: the numbers the kernel knows stay)
+    sh(&format!(
+        "mv {0} {1} && mv {1}/y {1}/y2 && mv {1}/y2 {1}/y && mv {1} {0}",
+        m("moved"),
+        m("moved2")
+    ));
+    let ino_after = sh(&format!(
+        "ls -A {0} >/dev/null && stat -c %i {0} {0}/y",
+        m("moved")
+    ))
+    .stdout;
+    assert_eq!(
+        ino_after, ino_before,
+        "st_ino of the moved dir and its file"
     );
     whiteout_kind(&u, "mvdir");
     let listing = format!("cd {} && find . | sort && cat f moved/y keep/k", q(&mnt));
@@ -650,6 +667,27 @@ fn rootless_mount_through_fusermount3() {
     assert_eq!(sh(&listing).stdout, before, "tree changed across remount");
     sh(&format!("fusermount3 -u {}", q(&mnt)));
     d.expect_clean_exit("fusermount3 -u (as the user), second mount");
+    // the kernel's rootless format (userxattr) over the same layers: the same tree, no EPERM
+    assert_eq!(
+        kind, "chardev",
+        "the kernel's overlay reads 0/0 whiteouts only (unprivileged mknod of them: Linux 5.8+)"
+    );
+    let (kwork, kmnt) = (fx.dir("kernel-work"), fx.dir("kernel-mnt"));
+    let k = crate::common::KernelOverlay::mount_with(
+        std::slice::from_ref(&l),
+        &u,
+        &kwork,
+        &kmnt,
+        "userxattr",
+    );
+    let klisting = format!("cd {} && find . | sort && cat f moved/y keep/k", q(&kmnt));
+    let out = fx.run(Command::new("/bin/sh").arg("-c").arg(&klisting));
+    assert_eq!(
+        out.expect_ok().stdout,
+        before,
+        "kernel userxattr overlay's tree"
+    );
+    k.unmount();
 }
 
 #[test]
@@ -698,7 +736,12 @@ fn user_namespace_mount_with_unshare() {
         lgetxattr(&u.join("rd"), "user.overlay.opaque").unwrap(),
         b"y"
     );
-    assert!(lgetxattr(&u.join("moved"), "user.overlay.redirect").is_ok());
+    // redirect_dir=auto is off here too: user.overlay.* xattrs
+    assert!(lgetxattr(&u.join("moved"), "user.overlay.redirect").is_err());
+    assert_eq!(
+        lgetxattr(&u.join("moved"), "user.overlay.opaque").unwrap(),
+        b"y"
+    );
     // the daemon exits after `cowfs umount` inside the namespace
     let start = std::time::Instant::now();
     while !cowfs_pids(&fx.root.to_string_lossy()).is_empty() {

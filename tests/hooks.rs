@@ -5,3 +5,4 @@ mod common;
 
 mod copyup_faults;
 mod panic;
+mod redirect_dir_faults;

@@ -37,6 +37,12 @@ pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
     rustix::fs::fstat(fd)
 }
 
+/// The filesystem type (`statfs`'s `f_type`, a `*_SUPER_MAGIC`) an object is on.
+#[allow(clippy::unnecessary_cast)]
+pub fn filesystem_type(fd: BorrowedFd<'_>) -> SysResult<i64> {
+    Ok(rustix::fs::fstatfs(fd)?.f_type as i64)
+}
+
 pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<StatVfs> {
     rustix::fs::fstatvfs(fd)
 }
