@@ -28,6 +28,9 @@ _cowfs() {
             cowfs,mount)
                 cmd="cowfs__subcmd__mount"
                 ;;
+            cowfs,stats)
+                cmd="cowfs__subcmd__stats"
+                ;;
             cowfs,umount)
                 cmd="cowfs__subcmd__umount"
                 ;;
@@ -38,7 +41,7 @@ _cowfs() {
 
     case "${cmd}" in
         cowfs)
-            opts="-o -f -h -V --workdir --foreground --threads --log-level --log-file --pid-file --help --version mount umount diff export generate"
+            opts="-o -f -h -V --workdir --foreground --threads --log-level --log-file --pid-file --help --version mount umount diff export generate stats"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,6 +168,24 @@ _cowfs() {
                     return 0
                     ;;
                 --pid-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cowfs__subcmd__stats)
+            opts="-h --json --watch --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --watch)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -43,6 +43,7 @@ complete -c cowfs -n "__fish_cowfs_needs_command" -a "umount" -d 'Unmount a cowf
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "diff" -d 'List what an upper dir changes over its lowers, one `A|C|D PATH` a line (no mount)'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "export" -d 'Write an upper dir\'s changes as an OCI image layer (tar), to stdout or -o FILE'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "generate" -d 'Print the man page (man) or a shell\'s completion script (bash, zsh, fish) on stdout'
+complete -c cowfs -n "__fish_cowfs_needs_command" -a "stats" -d 'Show the live figures of a cowfs mount: requests per operation, copy-ups, whiteouts, table sizes'
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l workdir -d 'Work dir on the upper\'s filesystem [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]' -r -F
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -s o -d 'Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=, ...' -r
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l threads -d 'Threads serving requests [default: 2 per CPU, at least 4]' -r
@@ -67,3 +68,6 @@ gzip\t''
 zstd\t''"
 complete -c cowfs -n "__fish_cowfs_using_subcommand export" -s h -l help -d 'Print help'
 complete -c cowfs -n "__fish_cowfs_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cowfs -n "__fish_cowfs_using_subcommand stats" -l watch -d 'Print again every SECONDS until interrupted' -r
+complete -c cowfs -n "__fish_cowfs_using_subcommand stats" -l json -d 'One JSON object (a line) instead of text'
+complete -c cowfs -n "__fish_cowfs_using_subcommand stats" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -22,10 +22,11 @@ start=$SECONDS
 # tests/sqlite.rs; mkfs.ext4 and mkfs.xfs for the loop-mounted layers of lifecycle, storm and
 # powercut; setcap/getcap for the file capability tests; make, man and groff for tests/install.rs
 # (make install, the man page rendering without warnings), unshare for its mount(8) helper test;
-# dmesg for the kernel's log in tests/redirect_dir.rs.
+# dmesg for the kernel's log in tests/redirect_dir.rs; setpriv for cowfs stats run as another user
+# in tests/stats.rs.
 prerequisites="fusermount3:fuse3 getfattr:attr setfacl:acl fuse-overlayfs:fuse-overlayfs
     sqlite3:sqlite3 mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs setcap:libcap2-bin
-    make:make man:man-db groff:groff-base unshare:util-linux dmesg:util-linux"
+    make:make man:man-db groff:groff-base unshare:util-linux dmesg:util-linux setpriv:util-linux"
 missing=""
 for pair in $prerequisites; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"

@@ -49,6 +49,37 @@ pub enum Command {
         #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
         artifact: String,
     },
+    /// Show the live figures of a cowfs mount: requests per operation, copy-ups, whiteouts, table sizes.
+    ///
+    /// Requests per FUSE operation (count, total time, median and 99th percentile), copy-ups
+    /// (count, bytes copied and cloned, time), whiteouts and opaque dirs made, the inode table,
+    /// open handles, passthrough files, fd cache hits and misses, kept listings, and the
+    /// transport. The daemon serves them on a Unix socket only the mount's owner and root may
+    /// use: /run/cowfs/MAJOR-MINOR.sock for root's mounts, $XDG_RUNTIME_DIR/cowfs/ (else
+    /// /run/user/UID/cowfs/) for other users'. Fails on a dir that is not a cowfs mount and on
+    /// a mount whose daemon is gone.
+    Stats(StatsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    pub mountpoint: PathBuf,
+    /// One JSON object (a line) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print again every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if !(0.01..=86400.0).contains(&seconds) {
+        return Err("give 0.01 to 86400 seconds".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Args, Debug, Default)]

@@ -54,6 +54,7 @@ impl Overlay {
             return Ok(upper);
         }
         let work = self.writable()?;
+        let started = std::time::Instant::now();
         let one_at_a_time = inode.lock_copy_up();
         if let Some(upper) = inode.upper() {
             drop(one_at_a_time);
@@ -182,6 +183,7 @@ impl Overlay {
             inode.set_origin_nlink(sys::nlink(&st));
         }
         tracing::debug!(ino = inode.ino, ?name, ?mode, "copied up");
+        self.stats().copied_up(started);
         // The copy is in place and recorded: a failure now fails the
         // operation, and a retry finds the copy instead of tripping on it.
         restored_times?;
@@ -339,6 +341,7 @@ impl Overlay {
                 self.clone_unsupported(),
                 false,
             )?;
+            self.count_data_copy(copied, lower_st.st_size);
             // The mark goes only once the data is on disk: without it the
             // file reads from the upper copy.
             self.make_durable(writable.as_fd(), copied)?;
@@ -397,6 +400,7 @@ impl Overlay {
                             // the name, whatever the data's writeback does.
                             mode == CopyUp::DataBehindMark,
                         )?;
+                        self.count_data_copy(copied, st.st_size);
                         // Behind the mark, even starting the writeback
                         // waits until after the answer: on a small file it
                         // is most of the work (block allocation, the I/O).

@@ -14,6 +14,7 @@ use crate::fuse_adapter;
 use crate::layer::LayerStack;
 use crate::overlay::{Overlay, OverlayOptions};
 use crate::privmount::LayerRoots;
+use crate::stats_socket::StatsServer;
 use crate::sys;
 use crate::workdir::WorkDir;
 
@@ -178,6 +179,9 @@ pub struct Mounted {
     session: fuse_adapter::Session,
     unmount: Unmounter,
     overlay: Arc<Overlay>,
+    /// Serves `cowfs stats` until the mount is gone (dropping it removes
+    /// the socket).
+    stats: Option<StatsServer>,
 }
 
 enum Unmounter {
@@ -218,6 +222,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> SetupResult
                 Ok(Mounted {
                     session,
                     unmount: Unmounter::Syscall(plan.mountpoint.clone()),
+                    stats: serve_stats(&plan.mountpoint, &overlay),
                     overlay,
                 })
             }
@@ -239,10 +244,35 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> SetupResult
             Ok(Mounted {
                 session,
                 unmount,
+                stats: serve_stats(&plan.mountpoint, &overlay),
                 overlay,
             })
         }
         Err(e) => Err(SetupError::io("mounting on", &plan.mountpoint, e)),
+    }
+}
+
+/// Starts serving the figures of the mount at `mountpoint` for `cowfs
+/// stats`. A mount without them still works: a failure is logged.
+fn serve_stats(mountpoint: &Path, overlay: &Arc<Overlay>) -> Option<StatsServer> {
+    let dev = match cowfs_mount_dev(mountpoint) {
+        Ok(Some(mount)) => mount.dev,
+        Ok(None) => {
+            tracing::warn!("no stats socket: the mount is not in the mount table");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("no stats socket: {}", e.one_line());
+            return None;
+        }
+    };
+    let overlay = overlay.clone();
+    match StatsServer::start(&dev, move || overlay.stats_snapshot()) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::warn!("no stats socket: {}", e.one_line());
+            None
+        }
     }
 }
 
@@ -278,6 +308,7 @@ fn serve(mounted: Mounted) -> (SetupResult<()>, Arc<Overlay>) {
         session,
         unmount,
         overlay,
+        stats,
     } = mounted;
     let helpers = match Helpers::start(&overlay, unmount) {
         Ok(helpers) => helpers,
@@ -286,6 +317,9 @@ fn serve(mounted: Mounted) -> (SetupResult<()>, Arc<Overlay>) {
     // Returns once every request thread has read ENODEV (the kernel has
     // taken the mount down) and finished the request it was serving.
     let result = session.run();
+    if let Some(stats) = stats {
+        stats.stop();
+    }
     helpers.stop();
     finish_before_exit(&overlay);
     (
@@ -377,19 +411,44 @@ fn is_cowfs_mount(target: &Path) -> SetupResult<bool> {
     Ok(cowfs_mount_dev(target)?.is_some())
 }
 
-/// The device (`major:minor`) of the newest cowfs mount at `target`.
-fn cowfs_mount_dev(target: &Path) -> SetupResult<Option<String>> {
+/// A cowfs mount as the mount table shows it.
+pub struct CowfsMountEntry {
+    /// Its device number, `major:minor`.
+    pub dev: String,
+    /// Who mounted it (the FUSE `user_id=` option).
+    pub owner: u32,
+}
+
+/// The cowfs mount at `mountpoint` (the newest, if several are stacked
+/// there); an error if there is none.
+pub fn find_cowfs_mount(mountpoint: &Path) -> SetupResult<CowfsMountEntry> {
+    let target = mount_target(mountpoint)?;
+    cowfs_mount_dev(&target)?.ok_or_else(|| {
+        SetupError::Invalid(format!("{} is not a cowfs mount", mountpoint.display()))
+    })
+}
+
+/// The newest cowfs mount at `target`.
+fn cowfs_mount_dev(target: &Path) -> SetupResult<Option<CowfsMountEntry>> {
     const MOUNTINFO: &str = "/proc/self/mountinfo";
     let mounts =
         std::fs::read_to_string(MOUNTINFO).map_err(|e| SetupError::io("reading", MOUNTINFO, e))?;
     let target = target.to_string_lossy();
     Ok(mounts.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
-        let fstype = fields.iter().skip_while(|f| **f != "-").nth(1);
+        let mut after_separator = fields.iter().skip_while(|f| **f != "-").skip(1);
+        let fstype = after_separator.next();
+        let super_options = after_separator.nth(1);
         let here = fields.get(4).map(|p| unescape_mountinfo(p));
-        (here.as_deref() == Some(&*target) && fstype.is_some_and(|t| *t == "fuse.cowfs"))
-            .then(|| fields.get(2).map(|dev| dev.to_string()))
-            .flatten()
+        if here.as_deref() != Some(&*target) || fstype.is_none_or(|t| *t != "fuse.cowfs") {
+            return None;
+        }
+        let owner = super_options?
+            .split(',')
+            .find_map(|option| option.strip_prefix("user_id="))
+            .and_then(|uid| uid.parse().ok())?;
+        let dev = fields.get(2)?.to_string();
+        Some(CowfsMountEntry { dev, owner })
     }))
 }
 
@@ -401,8 +460,8 @@ const READ_AHEAD_KB: u32 = 1024;
 /// Raises the mount's read-ahead (root only; without it reads still work,
 /// in smaller pieces).
 fn raise_read_ahead(mountpoint: &Path) {
-    let raised = cowfs_mount_dev(mountpoint).ok().flatten().map(|dev| {
-        let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    let raised = cowfs_mount_dev(mountpoint).ok().flatten().map(|mount| {
+        let knob = format!("/sys/class/bdi/{}/read_ahead_kb", mount.dev);
         std::fs::write(&knob, READ_AHEAD_KB.to_string()).map_err(|e| (knob, e))
     });
     match raised {

@@ -17,7 +17,15 @@ use crate::layer::{LayerId, RealKey};
 
 const SHARDS: usize = 16;
 
-type Shard = Mutex<LruCache<RealKey, Arc<OwnedFd>>>;
+/// One LRU shard, with how often a look-up found its fd there or not
+/// (counted under the shard's lock, which a look-up takes anyway).
+struct ShardState {
+    fds: LruCache<RealKey, Arc<OwnedFd>>,
+    hits: u64,
+    misses: u64,
+}
+
+type Shard = Mutex<ShardState>;
 
 pub struct FdCache {
     shards: Vec<Shard>,
@@ -28,7 +36,13 @@ impl FdCache {
         let per_shard = NonZeroUsize::new((capacity / SHARDS).max(4)).unwrap_or(NonZeroUsize::MIN);
         FdCache {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .map(|_| {
+                    Mutex::new(ShardState {
+                        fds: LruCache::new(per_shard),
+                        hits: 0,
+                        misses: 0,
+                    })
+                })
                 .collect(),
         }
     }
@@ -40,34 +54,48 @@ impl FdCache {
 
     pub fn get(&self, layer: LayerId, real_ino: u64) -> Option<Arc<OwnedFd>> {
         let key = RealKey { layer, real_ino };
-        self.shard(&key).lock().get(&key).cloned()
+        let mut shard = self.shard(&key).lock();
+        let found = shard.fds.get(&key).cloned();
+        match found {
+            Some(_) => shard.hits += 1,
+            None => shard.misses += 1,
+        }
+        found
     }
 
     pub fn insert(&self, layer: LayerId, real_ino: u64, fd: Arc<OwnedFd>) {
         let key = RealKey { layer, real_ino };
-        self.shard(&key).lock().put(key, fd);
+        self.shard(&key).lock().fds.put(key, fd);
     }
 
     /// Forgets an object that was removed, so a new object that reuses its
     /// number is never answered with the old one's fd.
     pub fn remove(&self, layer: LayerId, real_ino: u64) {
         let key = RealKey { layer, real_ino };
-        self.shard(&key).lock().pop(&key);
+        self.shard(&key).lock().fds.pop(&key);
     }
 
     /// Closes every cached fd (they are reopened on demand).
     pub fn clear(&self) {
         for shard in &self.shards {
-            shard.lock().clear();
+            shard.lock().fds.clear();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().fds.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many look-ups found their fd here, and how many did not.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(hits, misses), shard| {
+            let shard = shard.lock();
+            (hits + shard.hits, misses + shard.misses)
+        })
     }
 }
 

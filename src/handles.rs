@@ -71,6 +71,11 @@ impl Handles {
         self.writer_count.load(Ordering::Relaxed) != 0 && self.writers.contains_key(&ino)
     }
 
+    /// How many files are open.
+    pub fn open_count(&self) -> usize {
+        self.files.len()
+    }
+
     pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {
         self.files.get(&id).map(|h| h.clone())
     }

@@ -45,6 +45,8 @@ pub mod overlay;
 pub mod privmount;
 pub mod redirect;
 pub mod rename;
+pub mod stats;
+pub mod stats_socket;
 // The one module of unchecked code: each use says why it is sound.
 #[allow(unsafe_code)]
 pub mod sys;

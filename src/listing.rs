@@ -95,6 +95,11 @@ impl DirOrder {
             });
     }
 
+    /// How many listings are kept.
+    pub(crate) fn kept_count(&self) -> usize {
+        self.kept.len()
+    }
+
     fn offset_of(&self, name: &OsString) -> u64 {
         FIRST_NAME_OFFSET + self.key.hash_one(name) % (NAME_OFFSET_LIMIT - FIRST_NAME_OFFSET)
     }

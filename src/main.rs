@@ -66,6 +66,12 @@ fn run(cli: Cli) -> Result<(), Failed> {
     let result = match cli.command {
         Some(Command::Mount(args)) => mount(args),
         Some(Command::Umount { mountpoint }) => daemon::umount(&mountpoint),
+        Some(Command::Stats(args)) => {
+            daemon::find_cowfs_mount(&args.mountpoint).and_then(|mount| {
+                let socket = cowfs::stats_socket::socket_path(mount.owner, &mount.dev);
+                cowfs::stats_socket::print(&socket, &args.mountpoint, args.json, args.watch)
+            })
+        }
         Some(Command::Diff(args)) => cowfs::changes_cli::diff(args),
         Some(Command::Export(args)) => cowfs::changes_cli::export(args),
         Some(Command::Generate { artifact }) => generate(&artifact),

@@ -268,24 +268,26 @@ impl Overlay {
                 ns.opaque(),
                 format::OPAQUE_YES,
                 sys::XattrFlags::empty(),
-            ),
+            )?,
             None => {
                 let marker = OsStr::new(format::OCI_OPAQUE_MARKER);
                 drop(sys::create_file(fd.as_fd(), marker, OFlags::WRONLY, 0o600)?);
-                Ok(())
             }
         }
+        self.stats().made_opaque();
+        Ok(())
     }
 
     /// Hides `name` in the upper dir `dir` from the lowers.
     pub(crate) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
         if self.caps().chardev_whiteouts {
-            sys::mknod_whiteout(dir, name)
+            sys::mknod_whiteout(dir, name)?;
         } else {
             let oci = format::oci_whiteout_name(name);
             drop(sys::create_file(dir, &oci, OFlags::WRONLY, 0o600)?);
-            Ok(())
         }
+        self.stats().made_whiteout();
+        Ok(())
     }
 
     /// unlink(2) (`is_dir` false) and rmdir(2) (`is_dir` true).
@@ -362,6 +364,7 @@ impl Overlay {
         let temp = work.temp_name();
         if self.caps().rename_whiteout {
             sys::rename(dir, name, work.fd(), &temp, RenameFlags::WHITEOUT)?;
+            self.stats().made_whiteout();
         } else {
             sys::rename(dir, name, work.fd(), &temp, RenameFlags::empty())?;
             self.make_whiteout(dir, name)?;

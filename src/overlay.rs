@@ -18,6 +18,7 @@ use crate::idmap::{OverrideStat, Ownership};
 use crate::inode::{Inode, InodeTable, Layers, Location, ROOT_INO, RealRef};
 use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::listing::DirOrder;
+use crate::stats::{Snapshot, Stats, TableFigures};
 use crate::sys::{self, Errno, Stat};
 use crate::unsettled::UnsettledCopies;
 use crate::workdir::{Capabilities, WorkDir};
@@ -106,6 +107,8 @@ pub struct Overlay {
     pub options: OverlayOptions,
     /// Table size after the last memory trim, or the largest seen since.
     trim_mark: std::sync::atomic::AtomicUsize,
+    /// What `cowfs stats` shows.
+    stats: Stats,
     /// Numbers kept for upper objects that no lookup would give them (see
     /// `treecopy`): by upper inode number, with the origin that proves it is
     /// still the same object.
@@ -162,6 +165,7 @@ impl Overlay {
             attrs_changed_hook: std::sync::OnceLock::new(),
             options,
             trim_mark: std::sync::atomic::AtomicUsize::new(0),
+            stats: Stats::default(),
             kept_numbers: DashMap::new(),
         };
         let root = overlay.make_root()?;
@@ -210,6 +214,36 @@ impl Overlay {
                 origin_nlink: 0,
             },
         )))
+    }
+
+    /// The mount's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The mount's figures now: its counters and the sizes of its tables.
+    pub fn stats_snapshot(&self) -> Snapshot {
+        let (fd_cache_hits, fd_cache_misses) = self.fds.hits_and_misses();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.stats.snapshot(TableFigures {
+            inodes: count(self.inodes.len()),
+            open_handles: count(self.handles.open_count()),
+            fd_cache_fds: count(self.fds.len()),
+            fd_cache_hits,
+            fd_cache_misses,
+            kept_listings: count(self.dir_order.kept_count()),
+        })
+    }
+
+    /// Counts the data of a copy (`bytes` of a file) by how it got there.
+    pub(crate) fn count_data_copy(&self, copied: sys::Copied, bytes: i64) {
+        let how = match copied {
+            sys::Copied::Written => crate::stats::DataCopy::Copied,
+            sys::Copied::Shared => crate::stats::DataCopy::Cloned,
+            sys::Copied::Nothing => return,
+        };
+        self.stats
+            .copied_data(how, u64::try_from(bytes).unwrap_or(0));
     }
 
     pub(crate) fn layer_stack(&self) -> &LayerStack {

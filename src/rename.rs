@@ -327,6 +327,7 @@ impl Overlay {
                 }
                 if source_lower && self.caps().rename_whiteout {
                     sys::rename(from, name, to, new_name, RenameFlags::WHITEOUT)?;
+                    self.stats().made_whiteout();
                 } else {
                     sys::rename(from, name, to, new_name, RenameFlags::empty())?;
                     if source_lower {

@@ -329,7 +329,7 @@ fn child_setlk(path: &std::ffi::CString, expect_conflict: bool) -> i32 {
                 (_, true)
                     if (e == libc::EAGAIN || e == libc::EACCES)
                         && g == 0
-                        && q.l_type == libc::F_WRLCK as _
+                        && q.l_type == libc::F_WRLCK as libc::c_short
                         && q.l_pid == ppid =>
                 {
                     0

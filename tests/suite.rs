@@ -35,6 +35,7 @@ mod semantics_copyup;
 mod semantics_lookup;
 mod semantics_namespace;
 mod sqlite;
+mod stats;
 mod storm;
 mod stress;
 

@@ -24,6 +24,7 @@ use crate::layer::RealKey;
 use crate::listing::{DirEntry, DirListing};
 use crate::namespace::{NewKind, NewObject};
 use crate::overlay::{Attr, Overlay};
+use crate::stats::Op;
 
 mod convert;
 mod passthrough;
@@ -59,15 +60,17 @@ impl CowFs {
     }
 }
 
-/// Runs one request, turning a panic into a logged EIO (the reply, dropped
-/// unanswered during the unwind, sends EIO itself).
-fn guarded(op: &'static str, body: impl FnOnce()) {
-    if catch_unwind(AssertUnwindSafe(body)).is_err() {
-        tracing::error!(op, "request panicked; answered EIO");
-    }
-}
-
 impl CowFs {
+    /// Runs one request: counts and times it as `op` for `cowfs stats`, and
+    /// turns a panic into a logged EIO (the reply, dropped unanswered during
+    /// the unwind, sends EIO itself).
+    fn guarded(&self, op: Op, body: impl FnOnce()) {
+        let _timed = self.overlay.stats().request(op);
+        if catch_unwind(AssertUnwindSafe(body)).is_err() {
+            tracing::error!(op = op.name(), "request panicked; answered EIO");
+        }
+    }
+
     /// The inode the kernel names by `ino`.
     fn inode(&self, ino: INodeNo) -> OpResult<Arc<Inode>> {
         self.overlay.inode(ino.0)
@@ -104,8 +107,13 @@ impl CowFs {
         open_backing: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
     ) -> OpenMode {
         let backing = || open_backing(opened.fd.as_fd());
-        self.backings
-            .for_open(inode.ino, opened.source, stays, opened.fh, backing)
+        let mode = self
+            .backings
+            .for_open(inode.ino, opened.source, stays, opened.fh, backing);
+        if let OpenMode::Passthrough(_) = mode {
+            self.overlay.stats().passthrough_opened();
+        }
+        mode
     }
 
     fn make(
@@ -197,7 +205,7 @@ impl Filesystem for CowFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", || {
+        self.guarded(Op::Lookup, || {
             #[cfg(feature = "test-hooks")]
             if self.panic_on_lookup.as_deref() == Some(name) {
                 panic!("injected panic on lookup of {name:?}");
@@ -208,11 +216,12 @@ impl Filesystem for CowFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _timed = self.overlay.stats().request(Op::Forget);
         self.overlay.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || {
+        self.guarded(Op::Getattr, || {
             let fh = fh.map(|fh| fh.0);
             let attr = self.on_inode(ino, |inode| self.overlay.getattr_through(inode, fh));
             reply.answer(&self.ttl, attr);
@@ -237,7 +246,7 @@ impl Filesystem for CowFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", || {
+        self.guarded(Op::Setattr, || {
             let change = SetAttr {
                 mode,
                 uid,
@@ -258,7 +267,7 @@ impl Filesystem for CowFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        guarded("readlink", || {
+        self.guarded(Op::Readlink, || {
             let target = self.on_inode(ino, |inode| self.overlay.readlink(inode));
             reply.answer(&self.ttl, target);
         });
@@ -274,7 +283,7 @@ impl Filesystem for CowFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mknod", || {
+        self.guarded(Op::Mknod, || {
             let mode_type = mode & libc::S_IFMT;
             let kind = if mode_type == libc::S_IFREG || mode_type == 0 {
                 NewKind::File {
@@ -299,20 +308,20 @@ impl Filesystem for CowFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        guarded("mkdir", || {
+        self.guarded(Op::Mkdir, || {
             self.make(req, parent, name, NewKind::Dir, (mode, umask), reply);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || {
+        self.guarded(Op::Unlink, || {
             let removed = self.on_inode(parent, |parent| self.overlay.remove(parent, name, false));
             reply.answer(&self.ttl, removed);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || {
+        self.guarded(Op::Rmdir, || {
             let removed = self.on_inode(parent, |parent| self.overlay.remove(parent, name, true));
             reply.answer(&self.ttl, removed);
         });
@@ -326,7 +335,7 @@ impl Filesystem for CowFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        guarded("symlink", || {
+        self.guarded(Op::Symlink, || {
             let kind = NewKind::Symlink {
                 target: target.as_os_str(),
             };
@@ -344,7 +353,7 @@ impl Filesystem for CowFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("rename", || {
+        self.guarded(Op::Rename, || {
             let renamed = self.inode(parent).and_then(|from| {
                 let to = self.inode(newparent)?;
                 let flags = crate::sys::RenameFlags::from_bits_retain(flags.bits());
@@ -362,7 +371,7 @@ impl Filesystem for CowFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        guarded("link", || {
+        self.guarded(Op::Link, || {
             let source = match self.inode(ino) {
                 Ok(source) => source,
                 Err(e) => return reply.fail(errno(e)),
@@ -379,7 +388,7 @@ impl Filesystem for CowFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || {
+        self.guarded(Op::Open, || {
             let opened = self.on_inode(ino, |inode| {
                 Ok((inode.clone(), self.overlay.open(inode, flags.0)?))
             });
@@ -408,7 +417,7 @@ impl Filesystem for CowFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || {
+        self.guarded(Op::Read, || {
             reply.answer(&self.ttl, self.overlay.read(fh.0, offset, size));
         });
     }
@@ -425,7 +434,7 @@ impl Filesystem for CowFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", || {
+        self.guarded(Op::Write, || {
             reply.answer(&self.ttl, self.overlay.write(fh.0, offset, data));
         });
     }
@@ -440,6 +449,7 @@ impl Filesystem for CowFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _timed = self.overlay.stats().request(Op::Flush);
         reply.error(FuseErrno::ENOSYS);
     }
 
@@ -453,7 +463,10 @@ impl Filesystem for CowFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backings.release(ino.0, fh.0);
+        let _timed = self.overlay.stats().request(Op::Release);
+        if self.backings.release(ino.0, fh.0) {
+            self.overlay.stats().passthrough_closed();
+        }
         self.overlay.release(fh.0);
         reply.ok();
     }
@@ -466,7 +479,7 @@ impl Filesystem for CowFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", || {
+        self.guarded(Op::Fsync, || {
             reply.answer(&self.ttl, self.overlay.fsync(fh.0, datasync));
         });
     }
@@ -475,6 +488,7 @@ impl Filesystem for CowFs {
     /// releasedir round trips) and caches their listings, which the stable
     /// offsets of `dirstream` make safe.
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timed = self.overlay.stats().request(Op::Opendir);
         reply.error(FuseErrno::ENOSYS);
     }
 
@@ -486,7 +500,7 @@ impl Filesystem for CowFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", || {
+        self.guarded(Op::Readdir, || {
             let served = self.serve_listing(ino, offset, |_, next, entry| {
                 !reply.add(INodeNo(entry.ino), next, kind_of(entry.kind), &entry.name)
             });
@@ -505,7 +519,7 @@ impl Filesystem for CowFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        guarded("readdirplus", || {
+        self.guarded(Op::Readdirplus, || {
             let served = self.serve_listing(ino, offset, |listing, next, entry| {
                 let Some((attr, generation, referenced)) = self.listed_entry(listing, entry) else {
                     return true;
@@ -539,14 +553,16 @@ impl Filesystem for CowFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsyncdir", || {
+        self.guarded(Op::Fsyncdir, || {
             let synced = self.on_inode(ino, |inode| self.overlay.fsyncdir(inode, datasync));
             reply.answer(&self.ttl, synced);
         });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || reply.answer(&self.ttl, self.overlay.statfs()));
+        self.guarded(Op::Statfs, || {
+            reply.answer(&self.ttl, self.overlay.statfs())
+        });
     }
 
     fn setxattr(
@@ -559,7 +575,7 @@ impl Filesystem for CowFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guarded("setxattr", || {
+        self.guarded(Op::Setxattr, || {
             let set = self.on_inode(ino, |inode| {
                 let caller = Some(caller_of(req));
                 // XATTR_CREATE / XATTR_REPLACE, as the caller gave them.
@@ -572,7 +588,7 @@ impl Filesystem for CowFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", || {
+        self.guarded(Op::Getxattr, || {
             let value = self.on_inode(ino, |inode| self.overlay.getxattr(inode, name));
             let value = value.map(|value| XattrValue { asked: size, value });
             reply.answer(&self.ttl, value);
@@ -580,7 +596,7 @@ impl Filesystem for CowFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || {
+        self.guarded(Op::Listxattr, || {
             let list = self.on_inode(ino, |inode| self.overlay.listxattr(inode));
             let list = list.map(|value| XattrValue { asked: size, value });
             reply.answer(&self.ttl, list);
@@ -588,7 +604,7 @@ impl Filesystem for CowFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", || {
+        self.guarded(Op::Removexattr, || {
             let removed = self.on_inode(ino, |inode| self.overlay.removexattr(inode, name));
             reply.answer(&self.ttl, removed);
             self.settle_after_answer(ino);
@@ -598,6 +614,7 @@ impl Filesystem for CowFs {
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions); this only
         // answers whether the inode is still there.
+        let _timed = self.overlay.stats().request(Op::Access);
         reply.answer(&self.ttl, self.inode(ino).map(drop));
     }
 
@@ -611,7 +628,7 @@ impl Filesystem for CowFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", || {
+        self.guarded(Op::Create, || {
             let real_flags = crate::sys::OFlags::from_bits_retain(
                 (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC)) as _,
             );
@@ -657,7 +674,7 @@ impl Filesystem for CowFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guarded("fallocate", || {
+        self.guarded(Op::Fallocate, || {
             // FALLOC_FL_* as the caller gave them.
             let mode = crate::sys::FallocateFlags::from_bits_retain(mode as u32);
             let allocated = self.overlay.fallocate(fh.0, mode, offset, length);
@@ -674,7 +691,7 @@ impl Filesystem for CowFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        guarded("lseek", || {
+        self.guarded(Op::Lseek, || {
             reply.answer(&self.ttl, self.overlay.lseek(fh.0, offset, whence));
         });
     }
@@ -692,7 +709,7 @@ impl Filesystem for CowFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        guarded("copy_file_range", || {
+        self.guarded(Op::CopyFileRange, || {
             let copied = self
                 .overlay
                 .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);

@@ -119,11 +119,13 @@ impl Backings {
         }
     }
 
-    /// The kernel closed handle `fh` of inode `ino`.
-    pub fn release(&self, ino: u64, fh: u64) {
+    /// The kernel closed handle `fh` of inode `ino`. Says whether the
+    /// handle passed through.
+    pub fn release(&self, ino: u64, fh: u64) -> bool {
         let Some((_, held)) = self.by_handle.remove(&fh) else {
-            return;
+            return false;
         };
+        let passed_through = held.is_some();
         drop(held);
         self.by_inode.remove_if_mut(&ino, |_, mode| match mode {
             InodeMode::Cached(count) => {
@@ -132,5 +134,6 @@ impl Backings {
             }
             InodeMode::Passthrough(_, weak) => weak.strong_count() == 0,
         });
+        passed_through
     }
 }

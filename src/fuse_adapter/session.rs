@@ -53,7 +53,17 @@ pub fn serve(
         config,
     )?;
     tell_kernel_of_attr_changes(&overlay, &session);
+    record_transport(&overlay, threads);
     Ok(Session { inner: session })
+}
+
+/// Says in the mount's figures how requests reach it: each request thread
+/// reads them from its own clone of the /dev/fuse fd.
+fn record_transport(overlay: &Overlay, threads: usize) {
+    overlay.stats().set_transport(crate::stats::Transport {
+        kind: "/dev/fuse read".into(),
+        threads: u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
+    });
 }
 
 /// Attribute changes the kernel did not ask for reach it as inode
@@ -98,5 +108,6 @@ pub fn serve_through_fusermount(
     }
     let session = fuser::Session::new(CowFs::new(overlay.clone()), mountpoint, &config)?;
     tell_kernel_of_attr_changes(&overlay, &session);
+    record_transport(&overlay, threads);
     Ok(Session { inner: session })
 }

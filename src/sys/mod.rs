@@ -10,7 +10,7 @@
 //! This is the only module with `unsafe`; each use says why it is sound. One
 //! file a concern: `fs` (objects in a layer), `xattr`, `copy` (file data),
 //! `handle` (file handles), `mount` (FUSE and private layer mounts),
-//! `process` (the daemon's process).
+//! `process` (the daemon's process), `socket` (the stats socket).
 
 use std::ffi::{CStr, OsStr};
 use std::mem::MaybeUninit;
@@ -24,6 +24,7 @@ mod fs;
 mod handle;
 mod mount;
 mod process;
+mod socket;
 mod xattr;
 pub use copy::{Copied, copy_file_data, copy_file_range};
 pub use durable::{DataOrdering, data_ordering_of, start_write_back, write_back};
@@ -31,6 +32,7 @@ pub use fs::*;
 pub use handle::*;
 pub use mount::{AtimeMode, MountFlags, clone_mount, fuse_mount, set_mount_atime, unmount};
 pub use process::*;
+pub use socket::{peer_uid, shut_down};
 pub use xattr::*;
 
 pub use rustix::fs::{
