@@ -237,6 +237,16 @@ impl Overlay {
         }
         let handle = self.file(fh)?;
         sys::fsync(handle.fd().as_fd(), data_only)?;
+        if !data_only
+            && !handle.on_upper.load(Ordering::Acquire)
+            && let Some(upper) = handle.inode.upper()
+        {
+            // A metacopy file (or a copy behind its mark) is read from the
+            // lower file; its metadata lives in the upper copy, which an
+            // fsync must make last too, as the kernel's does.
+            let meta = sys::reopen(self.real_fd(&upper)?.as_fd(), OFlags::RDONLY)?;
+            sys::fsync(meta.as_fd(), false)?;
+        }
         // The copy-up that made the file is a rename in its dir: make it last too.
         if let Some(upper) = handle.inode.upper()
             && let Some(parent) = upper.parent()

@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,9 @@ enum Expect {
     File(String, Vec<Vec<u8>>),
     Moved(String, String, Vec<u8>),
     Fsynced(String, Vec<u8>),
+    /// A lower file chmod'ed, then opened read-only and fsynced: its new
+    /// mode must have lasted, and its data.
+    FsyncedMode(String, u32, Vec<u8>),
     /// The lower data, then what was appended; the appended bytes were
     /// never synced, so (as on any filesystem) they may read as zeros after
     /// the cut, but the lower data before them must be whole.
@@ -91,7 +94,12 @@ fn change(mnt: &Path) -> Vec<Expect> {
         let p = |kind: &str| mnt.join(format!("{kind}{i}"));
         let name = |kind: &str| format!("{kind}{i}");
         chmod(&p("c"), 0o600);
-        expect.push(Expect::File(name("c"), vec![content("c", i)]));
+        if i == 0 {
+            fs::File::open(p("c")).unwrap().sync_all().unwrap();
+            expect.push(Expect::FsyncedMode(name("c"), 0o600, content("c", i)));
+        } else {
+            expect.push(Expect::File(name("c"), vec![content("c", i)]));
+        }
         lchown(&p("o"), 1234, 4321);
         expect.push(Expect::File(name("o"), vec![content("o", i)]));
         let file = fs::File::options().write(true).open(p("u")).unwrap();
@@ -207,6 +215,18 @@ fn check(merged: &Path, expect: &[Expect]) -> Vec<String> {
                 });
                 if !ok {
                     bad.push(format!("{name} (appended): {}", describe(&got)));
+                }
+            }
+            Expect::FsyncedMode(name, mode, data) => {
+                let p = merged.join(name);
+                let got = read_opt(&p);
+                let got_mode = fs::symlink_metadata(&p).map(|m| m.mode() & 0o7777).ok();
+                if got.as_ref() != Some(data) || got_mode != Some(*mode) {
+                    bad.push(format!(
+                        "{name} (fsynced chmod): {}, mode {:o}",
+                        describe(&got),
+                        got_mode.unwrap_or(0)
+                    ));
                 }
             }
             Expect::Fsynced(name, data) => {
