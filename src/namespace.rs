@@ -262,6 +262,12 @@ impl Overlay {
     /// Marks a new upper dir opaque, so the lower dirs of its name stay hidden.
     pub(crate) fn mark_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> OpResult<()> {
         let fd = sys::open_path(dir, name)?;
+        self.mark_opaque_fd(fd.as_fd())
+    }
+
+    /// Marks the upper dir `fd` opaque: the overlay xattr, or the OCI
+    /// marker file where no overlay xattr can be written.
+    pub(crate) fn mark_opaque_fd(&self, fd: BorrowedFd<'_>) -> OpResult<()> {
         match self.xattr_ns() {
             Some(ns) => sys::set_xattr(
                 fd.as_fd(),

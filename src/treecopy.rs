@@ -41,7 +41,7 @@ use crate::layer::UPPER;
 use crate::lookup::{Presence, Resolved};
 use crate::origin::OriginInfo;
 use crate::overlay::{Overlay, RedirectDir};
-use crate::sys::{self, Errno, FileType, OFlags};
+use crate::sys::{self, Errno, FileType};
 
 /// The inodes of the tree being copied, each with a reference taken for
 /// the length of the copy (so a lookup meanwhile finds the same inode),
@@ -150,18 +150,7 @@ impl Overlay {
         let _names = dir.lock_names_unchanged();
         let before = sys::fstat(fd.as_fd())?;
         sys::fault::check("treecopy-seal")?;
-        match self.xattr_ns() {
-            Some(ns) => sys::set_xattr(
-                fd.as_fd(),
-                ns.opaque(),
-                format::OPAQUE_YES,
-                sys::XattrFlags::empty(),
-            )?,
-            None => {
-                let marker = OsStr::new(format::OCI_OPAQUE_MARKER);
-                drop(sys::create_file(fd.as_fd(), marker, OFlags::WRONLY, 0o600)?);
-            }
-        }
+        self.mark_opaque_fd(fd.as_fd())?;
         for ns in format::READ_NAMESPACES {
             match sys::remove_xattr(fd.as_fd(), ns.redirect()) {
                 Ok(()) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}

@@ -121,28 +121,8 @@ fn full_upper() {
     let m = l.mount();
     // The parent dir is copied up before the space runs out.
     fs::create_dir(l.mnt.join("d/sub")).unwrap();
-    let filler = upperfs.dir.join("filler");
-    let mut file = fs::File::create(&filler).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut written = 0u64;
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the upper: {e}"),
-        }
-    }
-    file.sync_all().unwrap();
-    drop(file);
     // Leave a little room, less than the copy needs.
-    let keep = written.saturating_sub(256 << 10);
-    fs::File::options()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(keep)
-        .unwrap();
+    let filler = fill_leaving(&upperfs.dir, 256 << 10);
     let f = l.mnt.join("d/f");
     let got = chmod_errno(&f, 0o600);
     assert_eq!(got, libc::ENOSPC, "chmod on a full upper");

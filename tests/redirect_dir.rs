@@ -330,28 +330,8 @@ fn a_tree_copy_out_of_space_leaves_the_dir_as_it_was() {
     let m = l.mount_with(&["-o", "redirect_dir=off"]);
     touch_up(&l.mnt, &from);
     let before = tree_snapshot(&l.mnt);
-    let filler = upperfs.dir.join("filler");
-    let mut file = fs::File::create(&filler).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut written = 0u64;
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the upper: {e}"),
-        }
-    }
-    file.sync_all().unwrap();
-    drop(file);
     // Room for the small entries, not for the big one.
-    let keep = written.saturating_sub(512 << 10);
-    fs::File::options()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(keep)
-        .unwrap();
+    let filler = fill_leaving(&upperfs.dir, 512 << 10);
 
     assert_errno(
         fs::rename(l.mnt.join(&from), l.mnt.join(&to)),

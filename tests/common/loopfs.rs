@@ -116,3 +116,25 @@ impl Drop for LoopFs {
         }
     }
 }
+
+/// Fills the filesystem of `dir` with one file, `dir/filler`, then shrinks it so that about
+/// `room` bytes stay free: less than a copy needs, more than its small steps do. Returns the
+/// filler's path (remove it to make room again).
+pub fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    file.sync_all().unwrap();
+    file.set_len(written.saturating_sub(room)).unwrap();
+    filler
+}
