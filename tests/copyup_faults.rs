@@ -114,10 +114,7 @@ fn full_upper() {
     let img = l.root.join("small.img");
     make_ext4_image(&img, 16);
     let mut upperfs = LoopFs::mount(&img, &l.root.join("upperfs"), "");
-    l.upper = upperfs.dir.join("upper");
-    l.work = upperfs.dir.join("work");
-    fs::create_dir(&l.upper).unwrap();
-    fs::create_dir(&l.work).unwrap();
+    l.upper_on(&upperfs);
     let m = l.mount();
     // The parent dir is copied up before the space runs out.
     fs::create_dir(l.mnt.join("d/sub")).unwrap();

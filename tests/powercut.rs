@@ -267,10 +267,7 @@ fn round_keeping_marks(
     // xfs wants at least 300 MiB.
     make_image(&img, if fstype == "xfs" { 320 } else { 64 }, fstype);
     let mut upperfs = LoopFs::mount(&img, &layers.root.join("upperfs"), "");
-    layers.upper = upperfs.dir.join("upper");
-    layers.work = upperfs.dir.join("work");
-    fs::create_dir(&layers.upper).unwrap();
-    fs::create_dir(&layers.work).unwrap();
+    layers.upper_on(&upperfs);
     // The fresh fs's own metadata is on disk before the cut, as it would be
     // on a disk that has been in use.
     syncfs(&upperfs.dir);

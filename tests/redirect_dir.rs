@@ -323,10 +323,7 @@ fn a_tree_copy_out_of_space_leaves_the_dir_as_it_was() {
     let img = l.root.join("small.img");
     make_ext4_image(&img, 16);
     let mut upperfs = LoopFs::mount(&img, &l.root.join("upperfs"), "");
-    l.upper = upperfs.dir.join("upper");
-    l.work = upperfs.dir.join("work");
-    fs::create_dir(&l.upper).unwrap();
-    fs::create_dir(&l.work).unwrap();
+    l.upper_on(&upperfs);
     let m = l.mount_with(&["-o", "redirect_dir=off"]);
     touch_up(&l.mnt, &from);
     let before = tree_snapshot(&l.mnt);

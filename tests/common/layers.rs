@@ -295,6 +295,15 @@ impl Layers {
         CowfsMount::foreground(&args, &self.mnt, &self.root)
     }
 
+    /// Moves the upper and work dirs onto the filesystem `fs` (fresh `upper` and `work` dirs
+    /// at its root).
+    pub fn upper_on(&mut self, fs: &super::loopfs::LoopFs) {
+        self.upper = fs.dir.join("upper");
+        self.work = fs.dir.join("work");
+        fs::create_dir(&self.upper).unwrap();
+        fs::create_dir(&self.work).unwrap();
+    }
+
     /// Kernel overlayfs over the same lowers + upper, with a fresh workdir and mountpoint
     /// named `{tag}-work` / `{tag}-mnt`.
     pub fn kernel_mount(&self, tag: &str) -> KernelOverlay {
