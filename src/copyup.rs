@@ -126,7 +126,7 @@ impl Overlay {
         // The data of a copy behind a metacopy mark is waited for after
         // the answer; any other copy's is, last before the rename and outside
         // the dir's lock.
-        let writing_back = match writing_back {
+        let unsettled_data = match writing_back {
             Some(fd) if mode == CopyUp::DataBehindMark => Some(fd),
             Some(fd) => {
                 self.finish_durable(fd.as_fd())?;
@@ -171,9 +171,11 @@ impl Overlay {
             drop(temp);
             return self.adopt_twin_dir(inode, &parent, &parent_fd, &name);
         };
-        let behind_mark = mode == CopyUp::MetaOnly || writing_back.is_some();
+        // Read from the lower data: a metadata-only copy, or one whose own
+        // data is still on its way behind the mark.
+        let behind_mark = mode == CopyUp::MetaOnly || unsettled_data.is_some();
         let upper = self.record_upper(inode, &parent, &name, copy, &copy_st, behind_mark);
-        if let Some(written) = writing_back {
+        if let Some(written) = unsettled_data {
             self.unsettled().insert(UnsettledCopy {
                 inode: inode.clone(),
                 written,
