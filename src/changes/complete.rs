@@ -17,16 +17,20 @@ use crate::linkgroups::{self, LinkKey};
 use crate::sys::{self, FileType};
 
 impl Walk<'_> {
+    /// The link groups of the pending items that go into the change.
+    fn given_links(&self) -> HashSet<LinkKey> {
+        self.pending
+            .iter()
+            .filter(|p| p.needed)
+            .filter_map(|p| p.link)
+            .collect()
+    }
+
     /// Finds the names of hard-link groups the walk did not reach: lower
     /// names of an indexed file (they show the index's copy), and lower
     /// names of a lower file some name of which is given.
     pub(super) fn complete_links(&mut self) -> SetupResult<()> {
-        let given: HashSet<LinkKey> = self
-            .pending
-            .iter()
-            .filter(|p| p.needed)
-            .filter_map(|p| p.link)
-            .collect();
+        let given = self.given_links();
         let wanted = self.links.incomplete(|key| match key {
             LinkKey::Upper(_) => true,
             LinkKey::Lower(..) => given.contains(key),
@@ -102,12 +106,7 @@ impl Walk<'_> {
     /// The pending items that go into the layer: each given one, and each
     /// name of a link group one name of which is given.
     fn kept(&self) -> impl Iterator<Item = &Pending> {
-        let given: HashSet<LinkKey> = self
-            .pending
-            .iter()
-            .filter(|p| p.needed)
-            .filter_map(|p| p.link)
-            .collect();
+        let given = self.given_links();
         self.pending
             .iter()
             .filter(move |p| p.needed || p.link.is_some_and(|k| given.contains(&k)))
@@ -200,12 +199,7 @@ impl Walk<'_> {
     /// every name of a given object's link group, in archive order, later
     /// names of an object as hard links to its first.
     pub(super) fn finish(mut self) -> Changeset {
-        let given: HashSet<LinkKey> = self
-            .pending
-            .iter()
-            .filter(|p| p.needed)
-            .filter_map(|p| p.link)
-            .collect();
+        let given = self.given_links();
         let mut kept: Vec<Pending> = std::mem::take(&mut self.pending)
             .into_iter()
             .filter(|p| p.needed || p.link.is_some_and(|k| given.contains(&k)))
