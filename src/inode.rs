@@ -7,8 +7,8 @@
 //! object are one inode. The table is a sharded map (dashmap); there is no
 //! lock around a request as a whole.
 //!
-//! The kernel names an inode by its FUSE node id and generation. fuser's
-//! replies take the node id from `st_ino`, so the number alone cannot name
+//! The kernel names an inode by its FUSE node id and generation. The node
+//! id cowfs hands out is the inode's `st_ino`, so the number alone cannot name
 //! one object for as long as the kernel holds it: the upper filesystem hands
 //! a freed inode number to the next object made at once, while the kernel
 //! may still hold the removed one (an open file, a cwd, a dentry not yet

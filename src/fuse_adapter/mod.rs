@@ -3,20 +3,13 @@
 //! answered with EIO; the mount stays up.
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
-};
-
-use crate::attr::SetAttr;
+use crate::attr::{Caller, SetAttr};
 use crate::error::OpResult;
 use crate::handles::Opened;
 use crate::inode::Inode;
@@ -27,19 +20,29 @@ use crate::overlay::{Attr, Overlay};
 use crate::stats::Op;
 
 mod convert;
+mod dev;
+mod dispatch;
 mod passthrough;
 mod reply;
 mod session;
+mod wire;
 
-use convert::{caller_of, file_attr, kind_of, set_time};
+use convert::{file_attr, kind_of};
 use passthrough::{Backings, OpenMode};
-use reply::{Answer, XattrValue, answer_lookup, errno};
+use reply::{Answer, XattrValue, answer_lookup};
 pub use session::{FusermountUnmounter, Session, serve, serve_through_fusermount};
+use wire::abi::init;
+use wire::reply::{
+    OpenIo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+};
 
 pub struct CowFs {
     overlay: Arc<Overlay>,
     ttl: Duration,
     backings: Backings,
+    /// The device fd passthrough backing files are registered on.
+    dev: OnceLock<Arc<OwnedFd>>,
     /// Fault injection for tests (built with the `test-hooks` feature
     /// only): a lookup of this name panics (`COWFS_TEST_PANIC_ON_LOOKUP`), to
     /// show a panic costs one request.
@@ -54,6 +57,7 @@ impl CowFs {
             overlay,
             ttl,
             backings: Backings::default(),
+            dev: OnceLock::new(),
             #[cfg(feature = "test-hooks")]
             panic_on_lookup: std::env::var_os("COWFS_TEST_PANIC_ON_LOOKUP"),
         }
@@ -72,24 +76,20 @@ impl CowFs {
     }
 
     /// The inode the kernel names by `ino`.
-    fn inode(&self, ino: INodeNo) -> OpResult<Arc<Inode>> {
-        self.overlay.inode(ino.0)
+    fn inode(&self, ino: u64) -> OpResult<Arc<Inode>> {
+        self.overlay.inode(ino)
     }
 
     /// Runs an overlay call on the inode the kernel names.
-    fn on_inode<T>(
-        &self,
-        ino: INodeNo,
-        op: impl FnOnce(&Arc<Inode>) -> OpResult<T>,
-    ) -> OpResult<T> {
+    fn on_inode<T>(&self, ino: u64, op: impl FnOnce(&Arc<Inode>) -> OpResult<T>) -> OpResult<T> {
         op(&self.inode(ino)?)
     }
 
     /// A copy-up for an attribute change is answered before its data is on
     /// disk (behind a metacopy mark); the wait for the data comes after
     /// the answer, while the caller goes on.
-    fn settle_after_answer(&self, ino: INodeNo) {
-        self.overlay.settle_copy_of(ino.0);
+    fn settle_after_answer(&self, ino: u64) {
+        self.overlay.settle_copy_of(ino);
     }
 
     /// Whether an open real file can't be swapped for a copy-up while open.
@@ -99,14 +99,11 @@ impl CowFs {
 
     /// How the kernel is to do I/O on a new open of `inode`: through the
     /// real file (passthrough) or through this daemon and the page cache.
-    fn open_mode(
-        &self,
-        inode: &Inode,
-        opened: &Opened,
-        stays: bool,
-        open_backing: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
-    ) -> OpenMode {
-        let backing = || open_backing(opened.fd.as_fd());
+    fn open_mode(&self, inode: &Inode, opened: &Opened, stays: bool) -> OpenMode {
+        let backing = || match self.dev.get() {
+            Some(dev) => crate::sys::Backing::open(dev, opened.fd.as_fd()),
+            None => Err(std::io::Error::from(crate::sys::Errno::NOTCONN)),
+        };
         let mode = self
             .backings
             .for_open(inode.ino, opened.source, stays, opened.fh, backing);
@@ -118,8 +115,8 @@ impl CowFs {
 
     fn make(
         &self,
-        req: &Request,
-        parent: INodeNo,
+        caller: Caller,
+        parent: u64,
         name: &OsStr,
         kind: NewKind<'_>,
         (mode, umask): (u32, u32),
@@ -129,8 +126,8 @@ impl CowFs {
             kind,
             mode: mode & 0o7777,
             umask,
-            uid: req.uid(),
-            gid: req.gid(),
+            uid: caller.uid,
+            gid: caller.gid,
         };
         let made = self.on_inode(parent, |parent| self.overlay.create(parent, name, new));
         reply.answer(&self.ttl, made.map(|(inode, attr, _)| (inode, attr)));
@@ -141,7 +138,7 @@ impl CowFs {
     /// A listing read to its end need not be kept for the stream.
     fn serve_listing(
         &self,
-        ino: INodeNo,
+        ino: u64,
         offset: u64,
         mut add: impl FnMut(&DirListing, u64, &DirEntry) -> bool,
     ) -> OpResult<()> {
@@ -173,38 +170,34 @@ impl CowFs {
     }
 }
 
-impl Filesystem for CowFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+/// The operations, one a request kind; `dispatch` decodes their arguments.
+impl CowFs {
+    /// The INIT flags cowfs asks for, given what the kernel offers.
+    fn init_flags(&self, offered: u64) -> dev::InitAnswer {
         // Readdirplus always (not AUTO): the kernel would otherwise list all
         // but a dir's first chunk plain and then look each name up.
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_CACHE_SYMLINKS
+        let mut flags = init::DO_READDIRPLUS
+            | init::PARALLEL_DIROPS
+            | init::ATOMIC_O_TRUNC
+            | init::CACHE_SYMLINKS
             // The kernel enforces ACLs; umask and default ACLs are ours to apply.
-            | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DONT_MASK;
-        let offered = config.capabilities() & wanted;
-        if let Err(missing) = config.add_capabilities(offered) {
-            tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
-        }
+            | init::POSIX_ACL
+            | init::DONT_MASK;
         // Passthrough needs CAP_SYS_ADMIN to register backing files.
         if self.overlay.options.passthrough
             && crate::sys::euid() == 0
-            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
-            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(2).is_ok()
+            && offered & init::PASSTHROUGH != 0
         {
+            flags |= init::PASSTHROUGH;
             self.backings.enable();
         }
-        tracing::info!(
-            passthrough = self.backings.is_enabled(),
-            "FUSE session started"
-        );
-        Ok(())
+        dev::InitAnswer {
+            flags,
+            max_stack_depth: 2,
+        }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, parent: u64, name: &OsStr, reply: ReplyEntry) {
         self.guarded(Op::Lookup, || {
             #[cfg(feature = "test-hooks")]
             if self.panic_on_lookup.as_deref() == Some(name) {
@@ -215,14 +208,13 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    fn forget(&self, ino: u64, nlookup: u64) {
         let _timed = self.overlay.stats().request(Op::Forget);
-        self.overlay.forget(ino.0, nlookup);
+        self.overlay.forget(ino, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
         self.guarded(Op::Getattr, || {
-            let fh = fh.map(|fh| fh.0);
             let attr = self.on_inode(ino, |inode| self.overlay.getattr_through(inode, fh));
             reply.answer(&self.ttl, attr);
         });
@@ -230,43 +222,24 @@ impl Filesystem for CowFs {
 
     fn setattr(
         &self,
-        req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<BsdFileFlags>,
+        caller: Caller,
+        ino: u64,
+        change: SetAttr,
+        fh: Option<u64>,
         reply: ReplyAttr,
     ) {
         self.guarded(Op::Setattr, || {
-            let change = SetAttr {
-                mode,
-                uid,
-                gid,
-                size,
-                atime: set_time(atime),
-                mtime: set_time(mtime),
-            };
-            let open_fd = fh.and_then(|fh| self.overlay.writable_fd(fh.0));
-            let caller = Some(caller_of(req));
+            let open_fd = fh.and_then(|fh| self.overlay.writable_fd(fh));
             let attr = self.on_inode(ino, |inode| {
                 self.overlay
-                    .setattr_by(inode, &change, open_fd.as_deref(), caller)
+                    .setattr_by(inode, &change, open_fd.as_deref(), Some(caller))
             });
             reply.answer(&self.ttl, attr);
             self.settle_after_answer(ino);
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, ino: u64, reply: ReplyData) {
         self.guarded(Op::Readlink, || {
             let target = self.on_inode(ino, |inode| self.overlay.readlink(inode));
             reply.answer(&self.ttl, target);
@@ -275,11 +248,10 @@ impl Filesystem for CowFs {
 
     fn mknod(
         &self,
-        req: &Request,
-        parent: INodeNo,
+        caller: Caller,
+        parent: u64,
         name: &OsStr,
-        mode: u32,
-        umask: u32,
+        (mode, umask): (u32, u32),
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -295,32 +267,31 @@ impl Filesystem for CowFs {
                     rdev: u64::from(rdev),
                 }
             };
-            self.make(req, parent, name, kind, (mode, umask), reply);
+            self.make(caller, parent, name, kind, (mode, umask), reply);
         });
     }
 
     fn mkdir(
         &self,
-        req: &Request,
-        parent: INodeNo,
+        caller: Caller,
+        parent: u64,
         name: &OsStr,
-        mode: u32,
-        umask: u32,
+        mode: (u32, u32),
         reply: ReplyEntry,
     ) {
         self.guarded(Op::Mkdir, || {
-            self.make(req, parent, name, NewKind::Dir, (mode, umask), reply);
+            self.make(caller, parent, name, NewKind::Dir, mode, reply);
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         self.guarded(Op::Unlink, || {
             let removed = self.on_inode(parent, |parent| self.overlay.remove(parent, name, false));
             reply.answer(&self.ttl, removed);
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         self.guarded(Op::Rmdir, || {
             let removed = self.on_inode(parent, |parent| self.overlay.remove(parent, name, true));
             reply.answer(&self.ttl, removed);
@@ -329,209 +300,114 @@ impl Filesystem for CowFs {
 
     fn symlink(
         &self,
-        req: &Request,
-        parent: INodeNo,
+        caller: Caller,
+        parent: u64,
         link_name: &OsStr,
-        target: &Path,
+        target: &OsStr,
         reply: ReplyEntry,
     ) {
         self.guarded(Op::Symlink, || {
-            let kind = NewKind::Symlink {
-                target: target.as_os_str(),
-            };
-            self.make(req, parent, link_name, kind, (0o777, 0), reply);
+            let kind = NewKind::Symlink { target };
+            self.make(caller, parent, link_name, kind, (0o777, 0), reply);
         });
     }
 
     fn rename(
         &self,
-        _req: &Request,
-        parent: INodeNo,
+        parent: u64,
         name: &OsStr,
-        newparent: INodeNo,
+        newparent: u64,
         newname: &OsStr,
-        flags: RenameFlags,
+        flags: u32,
         reply: ReplyEmpty,
     ) {
         self.guarded(Op::Rename, || {
             let renamed = self.inode(parent).and_then(|from| {
                 let to = self.inode(newparent)?;
-                let flags = crate::sys::RenameFlags::from_bits_retain(flags.bits());
+                let flags = crate::sys::RenameFlags::from_bits_retain(flags);
                 self.overlay.rename(&from, name, &to, newname, flags)
             });
             reply.answer(&self.ttl, renamed);
         });
     }
 
-    fn link(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
+    fn link(&self, caller: Caller, ino: u64, newparent: u64, newname: &OsStr, reply: ReplyEntry) {
         self.guarded(Op::Link, || {
             let source = match self.inode(ino) {
                 Ok(source) => source,
-                Err(e) => return reply.fail(errno(e)),
+                Err(e) => return reply.fail(e),
             };
-            self.make(
-                req,
-                newparent,
-                newname,
-                NewKind::Link { source },
-                (0, 0),
-                reply,
-            );
+            let kind = NewKind::Link { source };
+            self.make(caller, newparent, newname, kind, (0, 0), reply);
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, ino: u64, flags: i32, reply: ReplyOpen) {
         self.guarded(Op::Open, || {
             let opened = self.on_inode(ino, |inode| {
-                Ok((inode.clone(), self.overlay.open(inode, flags.0)?))
+                Ok((inode.clone(), self.overlay.open(inode, flags)?))
             });
             let (inode, opened) = match opened {
                 Ok(opened) => opened,
-                Err(e) => return reply.error(errno(e)),
+                Err(e) => return reply.error(e),
             };
             let stays = self.stays(opened.source);
-            let fh = FileHandle(opened.fh);
-            match self.open_mode(&inode, &opened, stays, |fd| reply.open_backing(fd)) {
-                OpenMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
+            let io = match self.open_mode(&inode, &opened, stays) {
+                OpenMode::Passthrough(id) => OpenIo::Passthrough(id.id()),
                 // Nothing changes a file behind this mount: keep its pages.
-                OpenMode::Cached => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
-            }
+                OpenMode::Cached => OpenIo::Cached { keep_cache: true },
+            };
+            reply.opened(opened.fh, io);
         });
     }
 
-    fn read(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
+    fn read(&self, fh: u64, offset: u64, size: u32, reply: ReplyData) {
         self.guarded(Op::Read, || {
-            reply.answer(&self.ttl, self.overlay.read(fh.0, offset, size));
+            reply.answer(&self.ttl, self.overlay.read(fh, offset, size));
         });
     }
 
-    fn write(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
+    fn write(&self, fh: u64, offset: u64, data: &[u8], reply: ReplyWrite) {
         self.guarded(Op::Write, || {
-            reply.answer(&self.ttl, self.overlay.write(fh.0, offset, data));
+            reply.answer(&self.ttl, self.overlay.write(fh, offset, data));
         });
     }
 
-    /// Declined for good, so that a close costs no round trip: writes reach
-    /// the real file before they are answered, and locks are the kernel's.
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        let _timed = self.overlay.stats().request(Op::Flush);
-        reply.error(FuseErrno::ENOSYS);
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn release(&self, ino: u64, fh: u64, reply: ReplyEmpty) {
         let _timed = self.overlay.stats().request(Op::Release);
-        if self.backings.release(ino.0, fh.0) {
+        if self.backings.release(ino, fh) {
             self.overlay.stats().passthrough_closed();
         }
-        self.overlay.release(fh.0);
+        self.overlay.release(fh);
         reply.ok();
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, fh: u64, datasync: bool, reply: ReplyEmpty) {
         self.guarded(Op::Fsync, || {
-            reply.answer(&self.ttl, self.overlay.fsync(fh.0, datasync));
+            reply.answer(&self.ttl, self.overlay.fsync(fh, datasync));
         });
     }
 
-    /// Declined for good: the kernel then opens dirs itself (no opendir or
-    /// releasedir round trips) and caches their listings, which the stable
-    /// offsets of `dirstream` make safe.
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _timed = self.overlay.stats().request(Op::Opendir);
-        reply.error(FuseErrno::ENOSYS);
-    }
-
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
         self.guarded(Op::Readdir, || {
             let served = self.serve_listing(ino, offset, |_, next, entry| {
-                !reply.add(INodeNo(entry.ino), next, kind_of(entry.kind), &entry.name)
+                !reply.add(entry.ino, next, kind_of(entry.kind), entry.name.as_bytes())
             });
             match served {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(e),
             }
         });
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
+    fn readdirplus(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
         self.guarded(Op::Readdirplus, || {
             let served = self.serve_listing(ino, offset, |listing, next, entry| {
                 let Some((attr, generation, referenced)) = self.listed_entry(listing, entry) else {
                     return true;
                 };
-                let full = reply.add(
-                    INodeNo(attr.ino),
-                    next,
-                    &entry.name,
-                    &self.ttl,
-                    &file_attr(&attr),
-                    Generation(generation),
-                );
+                let name = entry.name.as_bytes();
+                let full = reply.add_plus(next, name, &self.ttl, &file_attr(&attr), generation);
                 if full && referenced {
                     // The kernel did not get this entry: undo its lookup.
                     self.overlay.forget(attr.ino, 1);
@@ -540,26 +416,19 @@ impl Filesystem for CowFs {
             });
             match served {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(e),
             }
         });
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, ino: u64, datasync: bool, reply: ReplyEmpty) {
         self.guarded(Op::Fsyncdir, || {
             let synced = self.on_inode(ino, |inode| self.overlay.fsyncdir(inode, datasync));
             reply.answer(&self.ttl, synced);
         });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, reply: ReplyStatfs) {
         self.guarded(Op::Statfs, || {
             reply.answer(&self.ttl, self.overlay.statfs())
         });
@@ -567,27 +436,26 @@ impl Filesystem for CowFs {
 
     fn setxattr(
         &self,
-        req: &Request,
-        ino: INodeNo,
+        caller: Caller,
+        ino: u64,
         name: &OsStr,
         value: &[u8],
-        flags: i32,
-        _position: u32,
+        flags: u32,
         reply: ReplyEmpty,
     ) {
         self.guarded(Op::Setxattr, || {
             let set = self.on_inode(ino, |inode| {
-                let caller = Some(caller_of(req));
                 // XATTR_CREATE / XATTR_REPLACE, as the caller gave them.
-                let flags = crate::sys::XattrFlags::from_bits_retain(flags as u32);
-                self.overlay.setxattr_by(inode, name, value, flags, caller)
+                let flags = crate::sys::XattrFlags::from_bits_retain(flags);
+                self.overlay
+                    .setxattr_by(inode, name, value, flags, Some(caller))
             });
             reply.answer(&self.ttl, set);
             self.settle_after_answer(ino);
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, ino: u64, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.guarded(Op::Getxattr, || {
             let value = self.on_inode(ino, |inode| self.overlay.getxattr(inode, name));
             let value = value.map(|value| XattrValue { asked: size, value });
@@ -595,7 +463,7 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, ino: u64, size: u32, reply: ReplyXattr) {
         self.guarded(Op::Listxattr, || {
             let list = self.on_inode(ino, |inode| self.overlay.listxattr(inode));
             let list = list.map(|value| XattrValue { asked: size, value });
@@ -603,7 +471,7 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, ino: u64, name: &OsStr, reply: ReplyEmpty) {
         self.guarded(Op::Removexattr, || {
             let removed = self.on_inode(ino, |inode| self.overlay.removexattr(inode, name));
             reply.answer(&self.ttl, removed);
@@ -611,7 +479,7 @@ impl Filesystem for CowFs {
         });
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, ino: u64, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions); this only
         // answers whether the inode is still there.
         let _timed = self.overlay.stats().request(Op::Access);
@@ -620,11 +488,10 @@ impl Filesystem for CowFs {
 
     fn create(
         &self,
-        req: &Request,
-        parent: INodeNo,
+        caller: Caller,
+        parent: u64,
         name: &OsStr,
-        mode: u32,
-        umask: u32,
+        (mode, umask): (u32, u32),
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -636,83 +503,51 @@ impl Filesystem for CowFs {
                 kind: NewKind::File { flags: real_flags },
                 mode: mode & 0o7777,
                 umask,
-                uid: req.uid(),
-                gid: req.gid(),
+                uid: caller.uid,
+                gid: caller.gid,
             };
             let made = self.on_inode(parent, |parent| {
                 self.overlay.create_and_open(parent, name, new)
             });
             let (inode, attr, opened) = match made {
                 Ok(made) => made,
-                Err(e) => return reply.error(errno(e)),
+                Err(e) => return reply.error(e),
             };
-            let (attr, generation) = (file_attr(&attr), Generation(inode.generation));
-            let fh = FileHandle(opened.fh);
-            match self.open_mode(&inode, &opened, true, |fd| reply.open_backing(fd)) {
-                OpenMode::Passthrough(id) => reply.created_passthrough(
-                    &self.ttl,
-                    &attr,
-                    generation,
-                    fh,
-                    FopenFlags::empty(),
-                    &id,
-                ),
-                OpenMode::Cached => {
-                    reply.created(&self.ttl, &attr, generation, fh, FopenFlags::empty())
-                }
-            }
+            let io = match self.open_mode(&inode, &opened, true) {
+                OpenMode::Passthrough(id) => OpenIo::Passthrough(id.id()),
+                OpenMode::Cached => OpenIo::Cached { keep_cache: false },
+            };
+            let attr = file_attr(&attr);
+            reply.created(&self.ttl, &attr, inode.generation, opened.fh, io);
         });
     }
 
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        length: u64,
-        mode: i32,
-        reply: ReplyEmpty,
-    ) {
+    fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: u32, reply: ReplyEmpty) {
         self.guarded(Op::Fallocate, || {
             // FALLOC_FL_* as the caller gave them.
-            let mode = crate::sys::FallocateFlags::from_bits_retain(mode as u32);
-            let allocated = self.overlay.fallocate(fh.0, mode, offset, length);
+            let mode = crate::sys::FallocateFlags::from_bits_retain(mode);
+            let allocated = self.overlay.fallocate(fh, mode, offset, length);
             reply.answer(&self.ttl, allocated);
         });
     }
 
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
+    fn lseek(&self, fh: u64, offset: i64, whence: i32, reply: ReplyLseek) {
         self.guarded(Op::Lseek, || {
-            reply.answer(&self.ttl, self.overlay.lseek(fh.0, offset, whence));
+            reply.answer(&self.ttl, self.overlay.lseek(fh, offset, whence));
         });
     }
 
     fn copy_file_range(
         &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        fh_in: FileHandle,
-        offset_in: u64,
-        _ino_out: INodeNo,
-        fh_out: FileHandle,
-        offset_out: u64,
+        (fh_in, offset_in): (u64, u64),
+        (fh_out, offset_out): (u64, u64),
         len: u64,
-        _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
         self.guarded(Op::CopyFileRange, || {
             let copied = self
                 .overlay
-                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+                .copy_file_range(fh_in, offset_in, fh_out, offset_out, len);
             reply.answer(&self.ttl, copied);
         });
     }

@@ -14,9 +14,9 @@ use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use fuser::BackingId;
 
 use crate::layer::RealKey;
+use crate::sys::Backing as BackingId;
 
 /// The I/O mode an inode is in while it has open files.
 enum InodeMode {

@@ -4,21 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{
-    Errno as FuseErrno, Generation, ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyStatfs, ReplyWrite, ReplyXattr,
-};
-
 use crate::error::{Errno, OpResult};
 use crate::inode::Inode;
 use crate::overlay::Attr;
 use crate::sys::StatVfs;
 
 use super::convert::{absent_entry_attr, file_attr};
-
-pub(super) fn errno(e: Errno) -> FuseErrno {
-    FuseErrno::from_i32(e.raw_os_error())
-}
+use super::wire::reply::{
+    ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Statfs,
+};
 
 /// A reply to one kind of request.
 pub(super) trait Answer: Sized {
@@ -27,12 +22,12 @@ pub(super) trait Answer: Sized {
 
     fn ok(self, ttl: &Duration, value: Self::Value);
 
-    fn fail(self, e: FuseErrno);
+    fn fail(self, e: Errno);
 
     fn answer(self, ttl: &Duration, result: OpResult<Self::Value>) {
         match result {
             Ok(value) => self.ok(ttl, value),
-            Err(e) => self.fail(errno(e)),
+            Err(e) => self.fail(e),
         }
     }
 }
@@ -44,7 +39,7 @@ impl Answer for ReplyEmpty {
         ReplyEmpty::ok(self);
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -56,7 +51,7 @@ impl Answer for ReplyAttr {
         self.attr(ttl, &file_attr(&attr));
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -67,10 +62,10 @@ impl Answer for ReplyEntry {
     type Value = (Arc<Inode>, Attr);
 
     fn ok(self, ttl: &Duration, (inode, attr): (Arc<Inode>, Attr)) {
-        self.entry(ttl, &file_attr(&attr), Generation(inode.generation));
+        self.entry(ttl, &file_attr(&attr), inode.generation);
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -84,7 +79,7 @@ pub(super) fn answer_lookup(
     result: OpResult<(Arc<Inode>, Attr)>,
 ) {
     match result {
-        Err(Errno::NOENT) => reply.entry(ttl, &absent_entry_attr(), Generation(0)),
+        Err(Errno::NOENT) => reply.entry(ttl, &absent_entry_attr(), 0),
         result => reply.answer(ttl, result),
     }
 }
@@ -96,7 +91,7 @@ impl Answer for ReplyData {
         self.data(&data);
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -109,7 +104,7 @@ impl Answer for ReplyWrite {
         self.written(u32::try_from(written).unwrap_or(u32::MAX));
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -121,7 +116,7 @@ impl Answer for ReplyLseek {
         self.offset(offset);
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -130,19 +125,19 @@ impl Answer for ReplyStatfs {
     type Value = StatVfs;
 
     fn ok(self, _ttl: &Duration, st: StatVfs) {
-        self.statfs(
-            st.f_blocks,
-            st.f_bfree,
-            st.f_bavail,
-            st.f_files,
-            st.f_ffree,
-            st.f_bsize as u32,
-            st.f_namemax as u32,
-            st.f_frsize as u32,
-        );
+        self.statfs(&Statfs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: st.f_namemax as u32,
+            frsize: st.f_frsize as u32,
+        });
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }
@@ -162,13 +157,13 @@ impl Answer for ReplyXattr {
         if asked == 0 {
             self.size(len);
         } else if len > asked {
-            self.error(FuseErrno::ERANGE);
+            self.error(Errno::RANGE);
         } else {
             self.data(&value);
         }
     }
 
-    fn fail(self, e: FuseErrno) {
+    fn fail(self, e: Errno) {
         self.error(e);
     }
 }

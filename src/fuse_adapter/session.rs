@@ -1,60 +1,88 @@
 //! Starting a FUSE session on a mount: a /dev/fuse fd cowfs mounted itself,
-//! or a mount made through fusermount3.
+//! or one fusermount3 mounted for a user without the privilege to.
 
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::CowFs;
+use super::dev::{self, DevChannel};
 use crate::overlay::Overlay;
 
 /// A FUSE session serving one mount.
 pub struct Session {
-    inner: fuser::Session<CowFs>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    mountpoint: Option<PathBuf>,
 }
 
 /// Unmounts a mount made through fusermount3 (which alone may unmount it).
 pub struct FusermountUnmounter {
-    inner: fuser::SessionUnmounter,
+    mountpoint: PathBuf,
 }
 
 impl FusermountUnmounter {
     pub fn unmount(&mut self) -> std::io::Result<()> {
-        self.inner.unmount()
+        let status = std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "-q", "--"])
+            .arg(&self.mountpoint)
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "fusermount3 -u exited with {status}"
+            )))
+        }
     }
 }
 
 impl Session {
     /// Serves requests until the mount is gone.
     pub fn run(self) -> std::io::Result<()> {
-        self.inner.run()
+        let mut result = Ok(());
+        for thread in self.threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("a request thread panicked")),
+            }
+        }
+        result
     }
 
     /// What unmounts a mount made through fusermount3.
     pub fn fusermount_unmounter(&mut self) -> FusermountUnmounter {
         FusermountUnmounter {
-            inner: self.inner.unmount_callable(),
+            mountpoint: self.mountpoint.clone().unwrap_or_default(),
         }
     }
 }
 
-/// Starts serving an already mounted `/dev/fuse` fd with `threads` threads.
-pub fn serve(
-    overlay: Arc<Overlay>,
-    dev_fuse: std::os::fd::OwnedFd,
-    threads: usize,
-) -> std::io::Result<Session> {
-    let mut config = fuser::Config::default();
-    config.n_threads = Some(threads.max(1));
-    config.clone_fd = true;
-    let session = fuser::Session::from_fd(
-        CowFs::new(overlay.clone()),
-        dev_fuse,
-        fuser::SessionACL::All,
-        config,
-    )?;
-    tell_kernel_of_attr_changes(&overlay, &session);
-    record_transport(&overlay, threads);
-    Ok(Session { inner: session })
+/// Completes the FUSE handshake on an already mounted `/dev/fuse` fd and
+/// starts `threads` request threads on it.
+pub fn serve(overlay: Arc<Overlay>, dev_fuse: OwnedFd, threads: usize) -> std::io::Result<Session> {
+    let fs = CowFs::new(overlay.clone());
+    let negotiated = dev::handshake(&dev_fuse, |offered| fs.init_flags(offered))?;
+    tracing::info!(
+        passthrough = fs.backings.is_enabled(),
+        minor = negotiated.minor,
+        flags = format_args!("{:#x}", negotiated.flags),
+        max_write = negotiated.max_write,
+        max_pages = negotiated.max_pages,
+        io_uring_offered = negotiated.io_uring_offered(),
+        "FUSE session started"
+    );
+    let dev_fuse = Arc::new(dev_fuse);
+    let _ = fs.dev.set(dev_fuse.clone());
+    tell_kernel_of_attr_changes(&overlay, &dev_fuse);
+    let fs = Arc::new(fs);
+    let threads = dev::spawn_device_threads(&dev_fuse, fs, threads)?;
+    record_transport(&overlay, threads.len());
+    Ok(Session {
+        threads,
+        mountpoint: None,
+    })
 }
 
 /// Says in the mount's figures how requests reach it: each request thread
@@ -69,11 +97,11 @@ fn record_transport(overlay: &Overlay, threads: usize) {
 /// Attribute changes the kernel did not ask for reach it as inode
 /// invalidations (attributes only: offset -1 leaves the page cache alone, so
 /// nothing waits on pages a request in flight may hold).
-fn tell_kernel_of_attr_changes(overlay: &Overlay, session: &fuser::Session<CowFs>) {
-    let notifier = session.notifier();
+fn tell_kernel_of_attr_changes(overlay: &Overlay, dev_fuse: &Arc<OwnedFd>) {
+    let channel = DevChannel::new(dev_fuse.clone());
     overlay.on_attrs_changed(Box::new(move |ino| {
         // ENOENT: the kernel does not hold the inode, nothing to drop.
-        let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+        let _ = channel.invalidate_attrs(ino);
     }));
 }
 
@@ -85,29 +113,41 @@ pub fn serve_through_fusermount(
     flags: crate::sys::MountFlags,
     threads: usize,
 ) -> std::io::Result<Session> {
-    use fuser::MountOption;
-    let mut config = fuser::Config::default();
-    config.n_threads = Some(threads.max(1));
-    config.clone_fd = true;
-    config.acl = fuser::SessionACL::Owner;
-    config.mount_options = vec![
-        MountOption::FSName("cowfs".into()),
-        MountOption::Subtype("cowfs".into()),
-        MountOption::DefaultPermissions,
-    ];
+    let dev_fuse = fusermount(mountpoint, flags)?;
+    let mut session = serve(overlay, dev_fuse, threads)?;
+    session.mountpoint = Some(mountpoint.to_path_buf());
+    Ok(session)
+}
+
+/// Has fusermount3 mount `/dev/fuse` at `mountpoint` and hand over the fd.
+fn fusermount(mountpoint: &Path, flags: crate::sys::MountFlags) -> std::io::Result<OwnedFd> {
+    let mut options = vec!["fsname=cowfs", "subtype=cowfs", "default_permissions"];
     for (on, option) in [
-        (flags.read_only, MountOption::RO),
-        (flags.nodev, MountOption::NoDev),
-        (flags.nosuid, MountOption::NoSuid),
-        (flags.noexec, MountOption::NoExec),
-        (flags.noatime, MountOption::NoAtime),
+        (flags.read_only, "ro"),
+        (flags.nodev, "nodev"),
+        (flags.nosuid, "nosuid"),
+        (flags.noexec, "noexec"),
+        (flags.noatime, "noatime"),
     ] {
         if on {
-            config.mount_options.push(option);
+            options.push(option);
         }
     }
-    let session = fuser::Session::new(CowFs::new(overlay.clone()), mountpoint, &config)?;
-    tell_kernel_of_attr_changes(&overlay, &session);
-    record_transport(&overlay, threads);
-    Ok(Session { inner: session })
+    let (ours, theirs) = crate::sys::fusermount_sockets()?;
+    let mut child = std::process::Command::new("fusermount3")
+        .arg("-o")
+        .arg(options.join(","))
+        .arg("--")
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .spawn()?;
+    drop(theirs);
+    let received = crate::sys::receive_fd(ours.as_fd());
+    let status = child.wait()?;
+    match received? {
+        Some(fd) => Ok(fd),
+        None => Err(std::io::Error::other(format!(
+            "fusermount3 sent no /dev/fuse fd ({status})"
+        ))),
+    }
 }

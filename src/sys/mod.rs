@@ -10,7 +10,8 @@
 //! This is the only module with `unsafe`; each use says why it is sound. One
 //! file a concern: `fs` (objects in a layer), `xattr`, `copy` (file data),
 //! `handle` (file handles), `mount` (FUSE and private layer mounts),
-//! `process` (the daemon's process), `socket` (the stats socket).
+//! `process` (the daemon's process), `socket` (the stats socket), `fuse_dev`
+//! (the /dev/fuse device: requests, replies, clones, backing files).
 
 use std::ffi::{CStr, OsStr};
 use std::mem::MaybeUninit;
@@ -21,6 +22,7 @@ mod copy;
 mod durable;
 pub mod fault;
 mod fs;
+mod fuse_dev;
 mod handle;
 mod mount;
 mod process;
@@ -29,6 +31,7 @@ mod xattr;
 pub use copy::{Copied, copy_file_data, copy_file_range};
 pub use durable::{DataOrdering, data_ordering_of, start_write_back, write_back};
 pub use fs::*;
+pub use fuse_dev::*;
 pub use handle::*;
 pub use mount::{AtimeMode, MountFlags, clone_mount, fuse_mount, set_mount_atime, unmount};
 pub use process::*;

@@ -28,7 +28,9 @@ impl InHeader {
     /// Reads a header from the first `SIZE` bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Option<InHeader> {
         let bytes = bytes.get(..Self::SIZE)?;
-        let u32_at = |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let u32_at = |at: usize| {
+            u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
         Some(InHeader {
             len: u32_at(0),
