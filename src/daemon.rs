@@ -20,6 +20,8 @@ use crate::workdir::WorkDir;
 
 pub struct RunSettings {
     pub foreground: bool,
+    /// Request threads of the /dev/fuse transport (and of the io_uring
+    /// transport, spread over its queues).
     pub threads: usize,
     pub pid_file: Option<PathBuf>,
 }
@@ -94,7 +96,7 @@ fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
 
     if settings.foreground {
         let pid_file = PidFile::create(settings.pid_file.as_deref())?;
-        let session = mount(&plan, overlay, settings.threads)?;
+        let session = mount(&plan, overlay, transport_of(&plan, &settings)?)?;
         let session = pid_file.write_or_unmount(session)?;
         serve_then_exit(session, true);
     }
@@ -120,7 +122,7 @@ fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
             drop(report_read);
             sys::setsid();
             let session = match PidFile::create(settings.pid_file.as_deref()).and_then(|pid_file| {
-                let session = mount(&plan, overlay, settings.threads)?;
+                let session = mount(&plan, overlay, transport_of(&plan, &settings)?)?;
                 pid_file.write_or_unmount(session)
             }) {
                 Ok(session) => session,
@@ -205,7 +207,28 @@ impl Unmounter {
 
 /// Mounts the overlay and completes the FUSE handshake, so that the mount
 /// answers requests as soon as this returns.
-fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> SetupResult<Mounted> {
+/// How requests are to reach the daemon: `-o io_uring=`, else the
+/// `COWFS_IO_URING` environment variable, else auto.
+fn transport_of(plan: &MountPlan, settings: &RunSettings) -> SetupResult<fuse_adapter::Transport> {
+    let io_uring = match plan.options.io_uring {
+        Some(mode) => mode,
+        None => match std::env::var("COWFS_IO_URING") {
+            Ok(value) => fuse_adapter::IoUring::parse(&value)
+                .map_err(|e| SetupError::Invalid(format!("COWFS_IO_URING: {e}")))?,
+            Err(_) => fuse_adapter::IoUring::Auto,
+        },
+    };
+    Ok(fuse_adapter::Transport {
+        threads: settings.threads,
+        io_uring,
+    })
+}
+
+fn mount(
+    plan: &MountPlan,
+    overlay: Arc<Overlay>,
+    transport: fuse_adapter::Transport,
+) -> SetupResult<Mounted> {
     let read_only = plan.upper.is_none() || plan.options.read_only;
     let flags = sys::MountFlags {
         read_only,
@@ -216,7 +239,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> SetupResult
     };
     let options = "default_permissions,allow_other";
     match sys::fuse_mount(&plan.mountpoint, "cowfs", "cowfs", flags, options) {
-        Ok(dev_fuse) => match fuse_adapter::serve(overlay.clone(), dev_fuse, threads) {
+        Ok(dev_fuse) => match fuse_adapter::serve(overlay.clone(), dev_fuse, transport) {
             Ok(session) => {
                 raise_read_ahead(&plan.mountpoint);
                 Ok(Mounted {
@@ -237,7 +260,7 @@ fn mount(plan: &MountPlan, overlay: Arc<Overlay>, threads: usize) -> SetupResult
                 overlay.clone(),
                 &plan.mountpoint,
                 flags,
-                threads,
+                transport,
             )
             .map_err(|e| SetupError::io("mounting through fusermount3 on", &plan.mountpoint, e))?;
             let unmount = Unmounter::Fusermount(session.fusermount_unmounter());

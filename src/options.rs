@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::error::SetupError;
+pub use crate::fuse_adapter::IoUring;
 use crate::idmap::{IdMap, OverrideXattr, Ownership};
 pub use crate::overlay::RedirectDir;
 
@@ -35,6 +36,9 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// `redirect_dir=`: how a dir with lower content is renamed.
     pub redirect_dir: RedirectDir,
+    /// `io_uring=auto|on|off`: how requests reach the daemon (`None`: not
+    /// given; the `COWFS_IO_URING` environment variable, else auto).
+    pub io_uring: Option<IoUring>,
     /// `userxattr`: overlay metadata goes to `user.overlay.*` even where
     /// `trusted.overlay.*` could be written (what the kernel's `userxattr` reads).
     pub userxattr: bool,
@@ -169,6 +173,7 @@ fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
                 }
             }
             "userxattr" => out.userxattr = true,
+            "io_uring" => out.io_uring = Some(IoUring::parse(&need(value)?)?),
             "metacopy" => {
                 out.metacopy = match need(value)?.as_str() {
                     "on" => true,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cowfs::stats::Snapshot;
 
-use crate::common::{Layers, cowfs_bin, write_file};
+use crate::common::{Layers, cowfs_bin, expected_transport, write_file};
 
 /// Runs `cowfs ARGS`; a `cowfs stats` that does not return within 20 s fails the test (it
 /// must never hang, whatever state the socket is in).
@@ -101,7 +101,7 @@ fn counts_match_the_operations_made() {
     }
     let m = l.mount();
     let before = stats_of(&m.mnt);
-    assert_eq!(before.transport.kind, "/dev/fuse read");
+    assert_eq!(before.transport.kind, expected_transport());
     assert!(before.transport.threads >= 1);
 
     for i in 0..CREATES {
@@ -229,7 +229,7 @@ fn the_socket_is_private_and_lives_as_long_as_the_mount() {
     let refused = std::os::unix::net::UnixStream::connect(&socket)
         .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
     assert!(!refused, "stale socket {} kept", socket.display());
-    assert_eq!(stats_of(&m.mnt).transport.kind, "/dev/fuse read");
+    assert_eq!(stats_of(&m.mnt).transport.kind, expected_transport());
     m.unmount();
     assert!(wait_gone(&next));
 }

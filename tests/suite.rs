@@ -38,6 +38,7 @@ mod sqlite;
 mod stats;
 mod storm;
 mod stress;
+mod transport;
 
 #[test]
 fn every_test_file_is_part_of_the_suite() {

@@ -25,12 +25,15 @@ mod dispatch;
 mod passthrough;
 mod reply;
 mod session;
+mod uring;
 mod wire;
 
 use convert::{file_attr, kind_of};
 use passthrough::{Backings, OpenMode};
 use reply::{Answer, XattrValue, answer_lookup};
-pub use session::{FusermountUnmounter, Session, serve, serve_through_fusermount};
+pub use session::{
+    FusermountUnmounter, IoUring, Session, Transport, serve, serve_through_fusermount,
+};
 use wire::abi::init;
 use wire::reply::{
     OpenIo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
@@ -152,21 +155,29 @@ impl CowFs {
         Ok(())
     }
 
-    /// The attributes of a listed entry for readdirplus, its generation, and
-    /// whether the kernel takes a reference on it (not on "." and "..");
-    /// `None` if it is gone since the listing was taken.
-    fn listed_entry(&self, listing: &DirListing, entry: &DirEntry) -> Option<(Attr, u64, bool)> {
+    /// What readdirplus tells the kernel of a listed entry: `Some` with its
+    /// attributes and generation when the kernel takes a reference on it;
+    /// `None` (node id 0) for "." and "..", which the kernel skips, and for
+    /// an object the kernel already holds, whose cached attributes (and
+    /// ACLs) it then keeps instead of dropping them for a refresh; `Err`
+    /// when it is gone since the listing was taken.
+    fn listed_entry(
+        &self,
+        listing: &DirListing,
+        entry: &DirEntry,
+    ) -> OpResult<Option<(Attr, u64)>> {
         if entry.name == "." || entry.name == ".." {
-            let mut attr = self
-                .overlay
-                .inode(entry.ino)
-                .and_then(|dir| self.overlay.getattr(&dir))
-                .ok()?;
-            attr.ino = entry.ino;
-            return Some((attr, 0, false));
+            return Ok(None);
         }
-        let (inode, attr) = self.overlay.lookup_listed(&listing.dir, entry).ok()?;
-        Some((attr, inode.generation, true))
+        if let Some(inode) = self.overlay.known_inode(entry.ino)
+            && inode.kind == entry.kind
+            && !inode.is_unlinked()
+            && inode.lookup_count() > 0
+        {
+            return Ok(None);
+        }
+        let (inode, attr) = self.overlay.lookup_listed(&listing.dir, entry)?;
+        Ok(Some((attr, inode.generation)))
     }
 }
 
@@ -403,12 +414,19 @@ impl CowFs {
     fn readdirplus(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
         self.guarded(Op::Readdirplus, || {
             let served = self.serve_listing(ino, offset, |listing, next, entry| {
-                let Some((attr, generation, referenced)) = self.listed_entry(listing, entry) else {
+                let Ok(found) = self.listed_entry(listing, entry) else {
                     return true;
                 };
                 let name = entry.name.as_bytes();
-                let full = reply.add_plus(next, name, &self.ttl, &file_attr(&attr), generation);
-                if full && referenced {
+                let dirent = (entry.ino, kind_of(entry.kind));
+                let full = match &found {
+                    Some((attr, generation)) => {
+                        let attr = file_attr(attr);
+                        reply.add_plus(next, name, dirent, Some((&self.ttl, &attr, *generation)))
+                    }
+                    None => reply.add_plus(next, name, dirent, None),
+                };
+                if full && let Some((attr, _)) = found {
                     // The kernel did not get this entry: undo its lookup.
                     self.overlay.forget(attr.ino, 1);
                 }

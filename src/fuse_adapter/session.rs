@@ -7,12 +7,50 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::CowFs;
-use super::dev::{self, DevChannel};
+use super::dev::{self, DevChannel, Negotiated};
+use super::uring::{RingConfig, Rings};
+use super::wire::Dispatch;
+use super::wire::abi;
 use crate::overlay::Overlay;
+
+/// Whether requests come through FUSE over io_uring (`-o io_uring=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoUring {
+    /// When the kernel offers it (the fuse module's `enable_uring`).
+    #[default]
+    Auto,
+    /// Always: the mount fails where the kernel does not offer it.
+    On,
+    /// Never: requests are read from /dev/fuse.
+    Off,
+}
+
+impl IoUring {
+    pub fn parse(value: &str) -> Result<IoUring, String> {
+        match value {
+            "auto" => Ok(IoUring::Auto),
+            "on" | "1" | "true" => Ok(IoUring::On),
+            "off" | "0" | "false" => Ok(IoUring::Off),
+            other => Err(format!(
+                "option 'io_uring' must be auto, on or off, not '{other}'"
+            )),
+        }
+    }
+}
+
+/// How requests reach the daemon.
+#[derive(Clone, Copy, Debug)]
+pub struct Transport {
+    /// Request threads: reading /dev/fuse, or serving io_uring queues (spread
+    /// over the queues, one queue per CPU).
+    pub threads: usize,
+    pub io_uring: IoUring,
+}
 
 /// A FUSE session serving one mount.
 pub struct Session {
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    rings: Option<Rings>,
     mountpoint: Option<PathBuf>,
 }
 
@@ -40,6 +78,9 @@ impl FusermountUnmounter {
 impl Session {
     /// Serves requests until the mount is gone.
     pub fn run(self) -> std::io::Result<()> {
+        if let Some(rings) = self.rings {
+            rings.join();
+        }
         let mut result = Ok(());
         for thread in self.threads {
             match thread.join() {
@@ -60,10 +101,20 @@ impl Session {
 }
 
 /// Completes the FUSE handshake on an already mounted `/dev/fuse` fd and
-/// starts `threads` request threads on it.
-pub fn serve(overlay: Arc<Overlay>, dev_fuse: OwnedFd, threads: usize) -> std::io::Result<Session> {
+/// starts the request threads of `transport` on it.
+pub fn serve(
+    overlay: Arc<Overlay>,
+    dev_fuse: OwnedFd,
+    transport: Transport,
+) -> std::io::Result<Session> {
     let fs = CowFs::new(overlay.clone());
-    let negotiated = dev::handshake(&dev_fuse, |offered| fs.init_flags(offered))?;
+    let negotiated = dev::handshake(&dev_fuse, |offered| {
+        let mut answer = fs.init_flags(offered);
+        if transport.io_uring != IoUring::Off {
+            answer.flags |= abi::init::OVER_IO_URING;
+        }
+        answer
+    })?;
     tracing::info!(
         passthrough = fs.backings.is_enabled(),
         minor = negotiated.minor,
@@ -76,20 +127,63 @@ pub fn serve(overlay: Arc<Overlay>, dev_fuse: OwnedFd, threads: usize) -> std::i
     let dev_fuse = Arc::new(dev_fuse);
     let _ = fs.dev.set(dev_fuse.clone());
     tell_kernel_of_attr_changes(&overlay, &dev_fuse);
-    let fs = Arc::new(fs);
-    let threads = dev::spawn_device_threads(&dev_fuse, fs, threads)?;
-    record_transport(&overlay, threads.len());
+    let fs: Arc<dyn Dispatch> = Arc::new(fs);
+    let rings = start_rings(&dev_fuse, &fs, &negotiated, transport)?;
+    let device_threads = match &rings {
+        // Forgets and interrupts still come through /dev/fuse.
+        Some(_) => 1,
+        None => transport.threads,
+    };
+    let threads = dev::spawn_device_threads(&dev_fuse, fs, device_threads)?;
+    record_transport(&overlay, threads.len(), rings.as_ref());
     Ok(Session {
         threads,
+        rings,
         mountpoint: None,
     })
 }
 
-/// Says in the mount's figures how requests reach it: each request thread
-/// reads them from its own clone of the /dev/fuse fd.
-fn record_transport(overlay: &Overlay, threads: usize) {
+/// Starts the io_uring queues when the kernel took FUSE over io_uring;
+/// with `io_uring=on`, a kernel that did not offer it fails the mount.
+fn start_rings(
+    dev_fuse: &Arc<OwnedFd>,
+    fs: &Arc<dyn Dispatch>,
+    negotiated: &Negotiated,
+    transport: Transport,
+) -> std::io::Result<Option<Rings>> {
+    let taken = negotiated.flags & abi::init::OVER_IO_URING != 0;
+    if !taken {
+        if transport.io_uring == IoUring::On {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "io_uring=on, but the kernel does not offer FUSE over io_uring \
+                 (/sys/module/fuse/parameters/enable_uring is N, or the kernel is older than 6.14)",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut config = RingConfig::for_this_machine(negotiated.max_write, negotiated.max_pages)?;
+    config.threads_per_queue = transport.threads.div_ceil(config.queues.max(1)).max(1);
+    match Rings::start(dev_fuse.clone(), fs.clone(), config) {
+        Ok(rings) => Ok(Some(rings)),
+        Err(e) if transport.io_uring == IoUring::Auto => {
+            tracing::warn!(%e, "FUSE over io_uring could not start; reading /dev/fuse");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Says in the mount's figures how requests reach it: through io_uring
+/// queues, or read by each request thread from its own clone of the
+/// /dev/fuse fd.
+fn record_transport(overlay: &Overlay, device_threads: usize, rings: Option<&Rings>) {
+    let (kind, threads) = match rings {
+        Some(rings) => ("io_uring", rings.threads()),
+        None => ("/dev/fuse read", device_threads),
+    };
     overlay.stats().set_transport(crate::stats::Transport {
-        kind: "/dev/fuse read".into(),
+        kind: kind.into(),
         threads: u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
     });
 }
@@ -111,10 +205,10 @@ pub fn serve_through_fusermount(
     overlay: Arc<Overlay>,
     mountpoint: &Path,
     flags: crate::sys::MountFlags,
-    threads: usize,
+    transport: Transport,
 ) -> std::io::Result<Session> {
     let dev_fuse = fusermount(mountpoint, flags)?;
-    let mut session = serve(overlay, dev_fuse, threads)?;
+    let mut session = serve(overlay, dev_fuse, transport)?;
     session.mountpoint = Some(mountpoint.to_path_buf());
     Ok(session)
 }

@@ -27,6 +27,7 @@ mod handle;
 mod mount;
 mod process;
 mod socket;
+pub mod uring;
 mod xattr;
 pub use copy::{Copied, copy_file_data, copy_file_range};
 pub use durable::{DataOrdering, data_ordering_of, start_write_back, write_back};

@@ -491,3 +491,13 @@ pub fn become_subreaper() {
     // So a daemonised cowfs is re-parented to us and can be reaped / its status checked.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
+
+/// The transport every cowfs mount of this test run uses: scripts/test.sh runs the suite once
+/// with `COWFS_IO_URING=off` and once with `COWFS_IO_URING=on` (the fuse module's enable_uring
+/// set to match), and `cowfs stats` names it.
+pub fn expected_transport() -> &'static str {
+    match std::env::var("COWFS_IO_URING").as_deref() {
+        Ok("on") => "io_uring",
+        _ => "/dev/fuse read",
+    }
+}

@@ -277,23 +277,26 @@ impl ReplyDirectory {
         false
     }
 
-    /// Adds a readdirplus entry: the name's lookup answer, then its dirent;
-    /// `true` when it did not fit (the kernel then holds no reference).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a readdirplus entry: the name's lookup answer (`None`: node id
+    /// 0, which tells the kernel to keep what it holds of the name, or to
+    /// look it up when it needs it), then its dirent; `true` when it did not
+    /// fit (the kernel then holds no reference).
     pub fn add_plus(
         &mut self,
         offset: u64,
         name: &[u8],
-        ttl: &Duration,
-        attr: &FileAttr,
-        generation: u64,
+        (d_ino, d_type): (u64, u32),
+        entry: Option<(&Duration, &FileAttr, u64)>,
     ) -> bool {
         let size = abi::ENTRY_OUT_SIZE + abi::dirent_size(name.len());
         if self.buf.bytes.len() + size > self.max {
             return true;
         }
-        self.buf.entry_out(attr.ino, generation, ttl, attr);
-        self.buf.dirent(attr.ino, offset, attr.mode >> 12, name);
+        match entry {
+            Some((ttl, attr, generation)) => self.buf.entry_out(attr.ino, generation, ttl, attr),
+            None => self.buf.zeros(abi::ENTRY_OUT_SIZE),
+        };
+        self.buf.dirent(d_ino, offset, d_type, name);
         false
     }
 

@@ -1,0 +1,135 @@
+//! How requests reach the daemon (`-o io_uring=auto|on|off`): FUSE over io_uring where the kernel
+//! offers it (the fuse module's `enable_uring`), reads of /dev/fuse otherwise. scripts/test.sh runs
+//! the whole suite once per transport; these tests check the choice itself, on whichever the
+//! kernel offers during this run.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Layers, cowfs_bin, mounts_under, write_file};
+
+fn io_uring_offered() -> bool {
+    fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y")
+}
+
+fn transport_of(mnt: &Path) -> String {
+    let out = Command::new(cowfs_bin())
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .output()
+        .expect("run cowfs stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = cowfs::stats::Snapshot::from_json(String::from_utf8_lossy(&out.stdout).trim())
+        .expect("stats JSON");
+    snapshot.transport.kind
+}
+
+/// Ordinary work through the mount: a lower file read, copied up and renamed, new files
+/// listed, removed.
+fn exercise(mnt: &Path) {
+    assert_eq!(
+        fs::read(mnt.join("lower.txt")).unwrap(),
+        b"from the lower layer"
+    );
+    fs::write(mnt.join("lower.txt"), b"changed").unwrap();
+    for i in 0..50 {
+        fs::write(mnt.join(format!("new{i}")), vec![b'x'; i * 1000]).unwrap();
+    }
+    let big = vec![7u8; 3 << 20];
+    fs::write(mnt.join("big"), &big).unwrap();
+    assert_eq!(fs::read(mnt.join("big")).unwrap(), big);
+    fs::rename(mnt.join("lower.txt"), mnt.join("renamed.txt")).unwrap();
+    let names = fs::read_dir(mnt).unwrap().count();
+    assert_eq!(names, 52);
+    for i in 0..50 {
+        assert_eq!(
+            fs::metadata(mnt.join(format!("new{i}"))).unwrap().size(),
+            i as u64 * 1000
+        );
+        fs::remove_file(mnt.join(format!("new{i}"))).unwrap();
+    }
+    assert_eq!(fs::read(mnt.join("renamed.txt")).unwrap(), b"changed");
+}
+
+#[test]
+fn the_transport_is_the_one_asked_for_where_the_kernel_offers_it() {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("lower.txt"), b"from the lower layer");
+    let off = l.mount_with(&["-o", "io_uring=off"]);
+    assert_eq!(transport_of(&off.mnt), "/dev/fuse read");
+    drop(off);
+    let auto = l.mount_with(&["-o", "io_uring=auto"]);
+    let expected = if io_uring_offered() {
+        "io_uring"
+    } else {
+        "/dev/fuse read"
+    };
+    assert_eq!(transport_of(&auto.mnt), expected);
+    exercise(&auto.mnt);
+    drop(auto);
+    if io_uring_offered() {
+        let on = l.mount_with(&["-o", "io_uring=on"]);
+        assert_eq!(transport_of(&on.mnt), "io_uring");
+        assert_eq!(fs::read(on.mnt.join("renamed.txt")).unwrap(), b"changed");
+    }
+}
+
+#[test]
+fn io_uring_on_fails_clearly_where_the_kernel_does_not_offer_it() {
+    if io_uring_offered() {
+        // The other run of the suite (enable_uring=N) checks the refusal; here `on` must work.
+        let l = Layers::new(1);
+        write_file(&l.lower(0).join("lower.txt"), b"from the lower layer");
+        let on = l.mount_with(&["-o", "io_uring=on"]);
+        exercise(&on.mnt);
+        return;
+    }
+    let l = Layers::new(1);
+    let out = Command::new(cowfs_bin())
+        .arg("mount")
+        .arg(l.lower(0))
+        .arg(&l.upper)
+        .arg(&l.mnt)
+        .arg("--workdir")
+        .arg(&l.work)
+        .args(["-o", "io_uring=on"])
+        .output()
+        .expect("run cowfs mount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let _ = Command::new("umount").arg(&l.mnt).status();
+        panic!("io_uring=on mounted without the kernel's offer");
+    }
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("io_uring=on") && stderr.contains("enable_uring"),
+        "stderr: {stderr}"
+    );
+    assert!(mounts_under(&l.root).is_empty(), "a mount was left behind");
+}
+
+#[test]
+fn a_bad_io_uring_value_is_refused_before_anything_is_mounted() {
+    let l = Layers::new(1);
+    let out = Command::new(cowfs_bin())
+        .arg("mount")
+        .arg(l.lower(0))
+        .arg(&l.upper)
+        .arg(&l.mnt)
+        .args(["-o", "io_uring=sometimes"])
+        .output()
+        .expect("run cowfs mount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("'io_uring' must be auto, on or off"),
+        "stderr: {stderr}"
+    );
+    assert!(mounts_under(&l.root).is_empty());
+}
