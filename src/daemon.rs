@@ -238,40 +238,36 @@ fn mount(
         noatime: plan.options.noatime,
     };
     let options = "default_permissions,allow_other";
-    match sys::fuse_mount(&plan.mountpoint, "cowfs", "cowfs", flags, options) {
-        Ok(dev_fuse) => match fuse_adapter::serve(overlay.clone(), dev_fuse, transport) {
-            Ok(session) => {
-                raise_read_ahead(&plan.mountpoint);
-                Ok(Mounted {
-                    session,
-                    unmount: Unmounter::Syscall(plan.mountpoint.clone()),
-                    stats: serve_stats(&plan.mountpoint, &overlay),
-                    overlay,
-                })
+    let (dev_fuse, mut unmount) =
+        match sys::fuse_mount(&plan.mountpoint, "cowfs", "cowfs", flags, options) {
+            Ok(dev_fuse) => (dev_fuse, Unmounter::Syscall(plan.mountpoint.clone())),
+            // No privilege to mount: fusermount3 does it for us.
+            Err(sys::Errno::PERM) => {
+                let (dev_fuse, unmounter) = fuse_adapter::fusermount(&plan.mountpoint, flags)
+                    .map_err(|e| {
+                        SetupError::io("mounting through fusermount3 on", &plan.mountpoint, e)
+                    })?;
+                (dev_fuse, Unmounter::Fusermount(unmounter))
             }
-            Err(e) => {
-                let _ = sys::unmount(&plan.mountpoint, true);
-                Err(SetupError::step("starting the FUSE session", e))
-            }
-        },
-        // No privilege to mount: fusermount3 does it for us.
-        Err(sys::Errno::PERM) => {
-            let mut session = fuse_adapter::serve_through_fusermount(
-                overlay.clone(),
-                &plan.mountpoint,
-                flags,
-                transport,
-            )
-            .map_err(|e| SetupError::io("mounting through fusermount3 on", &plan.mountpoint, e))?;
-            let unmount = Unmounter::Fusermount(session.fusermount_unmounter());
+            Err(e) => return Err(SetupError::io("mounting on", &plan.mountpoint, e)),
+        };
+    // The socket is there before the first request is answered: whoever
+    // sees the mount live can ask for its figures.
+    let stats = serve_stats(&plan.mountpoint, &overlay);
+    match fuse_adapter::serve(overlay.clone(), dev_fuse, transport) {
+        Ok(session) => {
+            raise_read_ahead(&plan.mountpoint);
             Ok(Mounted {
                 session,
                 unmount,
-                stats: serve_stats(&plan.mountpoint, &overlay),
+                stats,
                 overlay,
             })
         }
-        Err(e) => Err(SetupError::io("mounting on", &plan.mountpoint, e)),
+        Err(e) => {
+            unmount.unmount();
+            Err(SetupError::step("starting the FUSE session", e))
+        }
     }
 }
 

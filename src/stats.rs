@@ -70,6 +70,12 @@ ops! {
     Fallocate => "fallocate",
     Lseek => "lseek",
     CopyFileRange => "copy_file_range",
+    Releasedir => "releasedir",
+    Interrupt => "interrupt",
+    Destroy => "destroy",
+    Init => "init",
+    // Every other request (locks, ioctls, statx, ...), answered ENOSYS.
+    Unsupported => "unsupported",
 }
 
 const OPS: usize = Op::ALL.len();

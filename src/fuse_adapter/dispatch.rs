@@ -187,7 +187,8 @@ impl CowFs {
                 let reply = ReplyWrite::new(reply);
                 self.copy_file_range((fh_in, off_in), (fh_out, off_out), len, reply);
             }
-            opcode::DESTROY | opcode::RELEASEDIR => reply.ok(),
+            opcode::DESTROY => self.answer_ok(Op::Destroy, reply),
+            opcode::RELEASEDIR => self.answer_ok(Op::Releasedir, reply),
             // Declined for good, so that a close costs no round trip:
             // writes reach the real file before they are answered, and
             // locks are the kernel's.
@@ -196,13 +197,23 @@ impl CowFs {
             // opendir or releasedir round trips) and caches their listings,
             // which the stable offsets of `dirstream` make safe.
             opcode::OPENDIR => self.decline(Op::Opendir, reply),
-            opcode::INIT => reply.error(Errno::IO),
-            // Interrupts, locks (the kernel's own), ioctls, statx, and
-            // what a newer kernel may send: ENOSYS, which the kernel
-            // remembers for most of them.
-            _ => reply.error(Errno::NOSYS),
+            // Requests are not abandoned half way: ENOSYS tells the kernel
+            // to send no more interrupts.
+            opcode::INTERRUPT => self.decline(Op::Interrupt, reply),
+            opcode::INIT => {
+                let _timed = self.overlay.stats().request(Op::Init);
+                reply.error(Errno::IO);
+            }
+            // Locks (the kernel's own), ioctls, statx, and what a newer
+            // kernel may send: ENOSYS, which the kernel remembers for most.
+            _ => self.decline(Op::Unsupported, reply),
         }
         Some(())
+    }
+
+    fn answer_ok(&self, op: Op, reply: Reply) {
+        let _timed = self.overlay.stats().request(op);
+        reply.ok();
     }
 
     fn decline(&self, op: Op, reply: Reply) {

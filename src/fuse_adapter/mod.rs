@@ -31,9 +31,7 @@ mod wire;
 use convert::{file_attr, kind_of};
 use passthrough::{Backings, OpenMode};
 use reply::{Answer, XattrValue, answer_lookup};
-pub use session::{
-    FusermountUnmounter, IoUring, Session, Transport, serve, serve_through_fusermount,
-};
+pub use session::{FusermountUnmounter, IoUring, Session, Transport, fusermount, serve};
 use wire::abi::init;
 use wire::reply::{
     OpenIo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,

@@ -51,7 +51,6 @@ pub struct Transport {
 pub struct Session {
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     rings: Option<Rings>,
-    mountpoint: Option<PathBuf>,
 }
 
 /// Unmounts a mount made through fusermount3 (which alone may unmount it).
@@ -91,13 +90,6 @@ impl Session {
         }
         result
     }
-
-    /// What unmounts a mount made through fusermount3.
-    pub fn fusermount_unmounter(&mut self) -> FusermountUnmounter {
-        FusermountUnmounter {
-            mountpoint: self.mountpoint.clone().unwrap_or_default(),
-        }
-    }
 }
 
 /// Completes the FUSE handshake on an already mounted `/dev/fuse` fd and
@@ -136,11 +128,7 @@ pub fn serve(
     };
     let threads = dev::spawn_device_threads(&dev_fuse, fs, device_threads)?;
     record_transport(&overlay, threads.len(), rings.as_ref());
-    Ok(Session {
-        threads,
-        rings,
-        mountpoint: None,
-    })
+    Ok(Session { threads, rings })
 }
 
 /// Starts the io_uring queues when the kernel took FUSE over io_uring;
@@ -199,22 +187,12 @@ fn tell_kernel_of_attr_changes(overlay: &Overlay, dev_fuse: &Arc<OwnedFd>) {
     }));
 }
 
-/// Mounts through fusermount3 (for users without the privilege to mount)
-/// and starts serving.
-pub fn serve_through_fusermount(
-    overlay: Arc<Overlay>,
+/// Has fusermount3 mount `/dev/fuse` at `mountpoint` (for users without
+/// the privilege to mount) and hand over the fd; fusermount3 also unmounts.
+pub fn fusermount(
     mountpoint: &Path,
     flags: crate::sys::MountFlags,
-    transport: Transport,
-) -> std::io::Result<Session> {
-    let dev_fuse = fusermount(mountpoint, flags)?;
-    let mut session = serve(overlay, dev_fuse, transport)?;
-    session.mountpoint = Some(mountpoint.to_path_buf());
-    Ok(session)
-}
-
-/// Has fusermount3 mount `/dev/fuse` at `mountpoint` and hand over the fd.
-fn fusermount(mountpoint: &Path, flags: crate::sys::MountFlags) -> std::io::Result<OwnedFd> {
+) -> std::io::Result<(OwnedFd, FusermountUnmounter)> {
     let mut options = vec!["fsname=cowfs", "subtype=cowfs", "default_permissions"];
     for (on, option) in [
         (flags.read_only, "ro"),
@@ -239,7 +217,12 @@ fn fusermount(mountpoint: &Path, flags: crate::sys::MountFlags) -> std::io::Resu
     let received = crate::sys::receive_fd(ours.as_fd());
     let status = child.wait()?;
     match received? {
-        Some(fd) => Ok(fd),
+        Some(fd) => Ok((
+            fd,
+            FusermountUnmounter {
+                mountpoint: mountpoint.to_path_buf(),
+            },
+        )),
         None => Err(std::io::Error::other(format!(
             "fusermount3 sent no /dev/fuse fd ({status})"
         ))),
