@@ -84,6 +84,7 @@ fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
         ownership: plan.options.ownership.clone(),
         metacopy: plan.options.metacopy,
         passthrough: plan.options.passthrough,
+        passthrough_lower: plan.options.passthrough_lower,
         static_nlink: plan.options.static_nlink,
         noatime: plan.options.noatime,
         redirect_dir: plan.options.redirect_dir,

@@ -34,6 +34,8 @@ pub struct MountOptions {
     pub static_nlink: bool,
     /// `passthrough=off` keeps all file I/O in the daemon.
     pub passthrough: bool,
+    /// `passthrough=all`: lower files open for reading pass through too.
+    pub passthrough_lower: bool,
     /// `redirect_dir=`: how a dir with lower content is renamed.
     pub redirect_dir: RedirectDir,
     /// `io_uring=auto|on|off`: how requests reach the daemon (`None`: not
@@ -159,7 +161,14 @@ fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
                 }
                 out.fd_cache = Some(n);
             }
-            "passthrough" => out.passthrough = on_off(key, &need(value)?)?,
+            "passthrough" => {
+                let value = need(value)?;
+                out.passthrough_lower = value == "all";
+                out.passthrough = out.passthrough_lower
+                    || on_off(key, &value).map_err(|_| {
+                        format!("option 'passthrough' must be on, off or all, not '{value}'")
+                    })?;
+            }
             "redirect_dir" => {
                 out.redirect_dir = match need(value)?.as_str() {
                     "on" => RedirectDir::On,

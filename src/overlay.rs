@@ -41,6 +41,8 @@ pub struct OverlayOptions {
     pub metacopy: bool,
     /// Let the kernel do I/O on open files directly (FUSE passthrough).
     pub passthrough: bool,
+    /// Lower files open for reading pass through too (`passthrough=all`).
+    pub passthrough_lower: bool,
     /// Report 1 as the link count of every dir instead of counting.
     pub static_nlink: bool,
     /// The `noatime` mount option: reads never change access times.
@@ -60,6 +62,7 @@ impl Default for OverlayOptions {
             ownership: Ownership::default(),
             metacopy: false,
             passthrough: true,
+            passthrough_lower: false,
             static_nlink: false,
             noatime: false,
             redirect_dir: RedirectDir::Auto,

@@ -24,6 +24,7 @@ mod install;
 mod lifecycle;
 #[path = "core.rs"]
 mod overlay_core;
+mod passthrough_lower;
 mod posix;
 mod posix_copyup;
 mod posix_trust;

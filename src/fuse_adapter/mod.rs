@@ -93,21 +93,32 @@ impl CowFs {
         self.overlay.settle_copy_of(ino);
     }
 
-    /// Whether an open real file can't be swapped for a copy-up while open.
-    fn stays(&self, key: RealKey) -> bool {
-        key.layer == crate::layer::UPPER || self.overlay.is_read_only()
+    /// Whether an open of a real file may pass through: it can't be
+    /// swapped for a copy-up while open (an upper file, any file of a
+    /// read-only mount), or `passthrough=all` lets lower files open for
+    /// reading pass through too, at the price that they go on reading the
+    /// lower file after a copy-up and hold write opens off until closed.
+    fn may_pass_through(&self, key: RealKey, writes: bool) -> bool {
+        key.layer == crate::layer::UPPER
+            || self.overlay.is_read_only()
+            || (self.overlay.options.passthrough_lower && !writes)
     }
 
     /// How the kernel is to do I/O on a new open of `inode`: through the
     /// real file (passthrough) or through this daemon and the page cache.
-    fn open_mode(&self, inode: &Inode, opened: &Opened, stays: bool) -> OpenMode {
+    fn open_mode(&self, inode: &Inode, opened: &Opened, writes: bool) -> OpenMode {
+        let stays = self.may_pass_through(opened.source, writes);
         let backing = || match self.dev.get() {
             Some(dev) => crate::sys::Backing::open(dev, opened.fd.as_fd()),
             None => Err(std::io::Error::from(crate::sys::Errno::NOTCONN)),
         };
-        let mode = self
-            .backings
-            .for_open(inode.ino, opened.source, stays, opened.fh, backing);
+        let mode = self.backings.for_open(
+            inode.ino,
+            opened.source,
+            (stays, writes),
+            opened.fh,
+            backing,
+        );
         if let OpenMode::Passthrough(_) = mode {
             self.overlay.stats().passthrough_opened();
         }
@@ -360,11 +371,15 @@ impl CowFs {
                 Ok(opened) => opened,
                 Err(e) => return reply.error(e),
             };
-            let stays = self.stays(opened.source);
-            let io = match self.open_mode(&inode, &opened, stays) {
+            let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+            let io = match self.open_mode(&inode, &opened, writes) {
                 OpenMode::Passthrough(id) => OpenIo::Passthrough(id.id()),
                 // Nothing changes a file behind this mount: keep its pages.
                 OpenMode::Cached => OpenIo::Cached { keep_cache: true },
+                OpenMode::Busy => {
+                    self.overlay.release(opened.fh);
+                    return reply.error(crate::sys::Errno::TXTBSY);
+                }
             };
             reply.opened(opened.fh, io);
         });
@@ -531,7 +546,8 @@ impl CowFs {
             };
             let io = match self.open_mode(&inode, &opened, true) {
                 OpenMode::Passthrough(id) => OpenIo::Passthrough(id.id()),
-                OpenMode::Cached => OpenIo::Cached { keep_cache: false },
+                // A new file: no open of it can pass through elsewhere.
+                OpenMode::Cached | OpenMode::Busy => OpenIo::Cached { keep_cache: false },
             };
             let attr = file_attr(&attr);
             reply.created(&self.ttl, &attr, inode.generation, opened.fh, io);

@@ -37,6 +37,10 @@ pub(super) struct Backings {
 pub(super) enum OpenMode {
     Passthrough(Arc<BackingId>),
     Cached,
+    /// Refused (ETXTBSY): a write open of a file whose lower data open
+    /// files still pass through to (`passthrough=all`); the kernel holds one
+    /// backing file an inode.
+    Busy,
 }
 
 impl Backings {
@@ -49,13 +53,16 @@ impl Backings {
     }
 
     /// Decides how handle `fh` of inode `ino`, open on real object `key`,
-    /// is answered. `stays` says the real object can't be replaced by a
-    /// copy-up while open; `open_backing` registers its fd with the kernel.
+    /// is answered. `stays` says the real object may pass through (it can't
+    /// be replaced by a copy-up while open, or `passthrough=all` takes that
+    /// risk for lower files open for reading); `writes`, that the open may
+    /// change the data; `open_backing` registers its fd with the kernel.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_open(
         &self,
         ino: u64,
         key: RealKey,
-        stays: bool,
+        (stays, writes): (bool, bool),
         fh: u64,
         open_backing: impl FnOnce() -> std::io::Result<BackingId>,
     ) -> OpenMode {
@@ -67,12 +74,13 @@ impl Backings {
                 }
                 InodeMode::Passthrough(held, weak) => match weak.upgrade() {
                     Some(id) if *held == key => OpenMode::Passthrough(id),
-                    Some(_) => {
-                        // Cannot happen while only objects that stay pass
-                        // through; the kernel would refuse a cached open.
-                        tracing::error!(ino, "inode passes through to another file");
-                        OpenMode::Cached
-                    }
+                    // Opens still read the lower file a copy-up replaced
+                    // (`passthrough=all`). The kernel keeps one backing
+                    // file an inode: a reader shares theirs, which holds
+                    // the same data, since no write open is let in while
+                    // they last; a writer is refused.
+                    Some(id) if !writes => OpenMode::Passthrough(id),
+                    Some(_) => return OpenMode::Busy,
                     None => {
                         let mode = self.start(key, stays, open_backing);
                         slot.insert(Self::inode_mode(key, &mode));
@@ -88,7 +96,7 @@ impl Backings {
         };
         let held = match &mode {
             OpenMode::Passthrough(id) => Some(id.clone()),
-            OpenMode::Cached => None,
+            OpenMode::Cached | OpenMode::Busy => None,
         };
         self.by_handle.insert(fh, held);
         mode
@@ -115,7 +123,7 @@ impl Backings {
     fn inode_mode(key: RealKey, mode: &OpenMode) -> InodeMode {
         match mode {
             OpenMode::Passthrough(id) => InodeMode::Passthrough(key, Arc::downgrade(id)),
-            OpenMode::Cached => InodeMode::Cached(1),
+            OpenMode::Cached | OpenMode::Busy => InodeMode::Cached(1),
         }
     }
 

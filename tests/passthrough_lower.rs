@@ -1,0 +1,128 @@
+//! `passthrough=all`: lower files open for reading pass through to the kernel too (reads at the
+//! kernel's speed), at a price the default does not pay. By default (as in kernel overlayfs) a
+//! file open for reading from a lower layer goes on showing the file after a copy-up, writes made
+//! through other opens included; a passed-through lower file can't follow its copy-up, so while
+//! one is open a write open of it is refused (ETXTBSY), and reads keep going to the lower file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Layers, cowfs_bin, write_file};
+
+const SIZE: usize = 1 << 20;
+
+fn reads_served(mnt: &Path) -> u64 {
+    let out = Command::new(cowfs_bin())
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .output()
+        .expect("run cowfs stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = cowfs::stats::Snapshot::from_json(String::from_utf8_lossy(&out.stdout).trim())
+        .expect("stats JSON");
+    snapshot.requests.get("read").map_or(0, |op| op.count)
+}
+
+fn read_all_from(file: &mut File) -> Vec<u8> {
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).unwrap();
+    data
+}
+
+fn layers() -> Layers {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("data"), vec![b'l'; SIZE]);
+    l
+}
+
+#[test]
+fn by_default_a_lower_reader_sees_writes_made_after_the_copy_up() {
+    let l = layers();
+    let m = l.mount();
+    let mut reader = File::open(m.mnt.join("data")).unwrap();
+    assert_eq!(read_all_from(&mut reader), vec![b'l'; SIZE]);
+    let mut writer = OpenOptions::new()
+        .write(true)
+        .open(m.mnt.join("data"))
+        .unwrap();
+    writer.write_all(b"upper").unwrap();
+    drop(writer);
+    let seen = read_all_from(&mut reader);
+    assert_eq!(&seen[..5], b"upper", "the reader kept the lower data");
+    assert!(
+        reads_served(&m.mnt) > 0,
+        "lower reads went through the daemon"
+    );
+}
+
+#[test]
+fn with_passthrough_all_lower_reads_skip_the_daemon_and_writers_wait_for_readers() {
+    let l = layers();
+    let m = l.mount_with(&["-o", "passthrough=all"]);
+    let mut reader = File::open(m.mnt.join("data")).unwrap();
+    assert_eq!(read_all_from(&mut reader), vec![b'l'; SIZE]);
+    assert_eq!(
+        reads_served(&m.mnt),
+        0,
+        "a lower read went through the daemon"
+    );
+
+    // An attribute change copies the file up; the reader and new readers read the same data.
+    fs::set_permissions(m.mnt.join("data"), fs::Permissions::from_mode(0o600)).unwrap();
+    let mut second = File::open(m.mnt.join("data")).unwrap();
+    assert_eq!(read_all_from(&mut second), vec![b'l'; SIZE]);
+    assert_eq!(read_all_from(&mut reader), vec![b'l'; SIZE]);
+
+    // The price: no write open while lower data is passed through.
+    let refused = OpenOptions::new()
+        .write(true)
+        .open(m.mnt.join("data"))
+        .unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::ETXTBSY), "{refused}");
+    assert_eq!(fs::read(l.lower(0).join("data")).unwrap(), vec![b'l'; SIZE]);
+    drop(reader);
+    drop(second);
+
+    // Once they are closed, writes land in the copy and readers see them.
+    let mut writer = OpenOptions::new()
+        .write(true)
+        .open(m.mnt.join("data"))
+        .unwrap();
+    writer.write_all(b"upper").unwrap();
+    drop(writer);
+    let mut after = File::open(m.mnt.join("data")).unwrap();
+    let seen = read_all_from(&mut after);
+    assert_eq!(&seen[..5], b"upper");
+    assert_eq!(seen.len(), SIZE);
+    assert_eq!(fs::read(l.lower(0).join("data")).unwrap(), vec![b'l'; SIZE]);
+    drop(after);
+    drop(m);
+    assert_eq!(&fs::read(l.upper.join("data")).unwrap()[..5], b"upper");
+}
+
+#[test]
+fn a_bad_passthrough_value_is_refused() {
+    let l = layers();
+    let out = Command::new(cowfs_bin())
+        .arg("mount")
+        .arg(l.lower(0))
+        .arg(&l.upper)
+        .arg(&l.mnt)
+        .args(["-o", "passthrough=some"])
+        .output()
+        .expect("run cowfs mount");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'passthrough' must be on, off or all"),
+        "{stderr}"
+    );
+}
