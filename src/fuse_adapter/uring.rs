@@ -206,10 +206,10 @@ fn check(config: RingConfig) -> std::io::Result<()> {
         return Err(bad(format!("io_uring: {} queues", config.queues)));
     }
     // With fewer queues than the kernel has, the ring would never be used
-    // and requests would wait for it forever.
-    if let Ok(cpus) = sys_uring::possible_cpus()
-        && cpus.len() != config.queues
-    {
+    // and requests would wait for it forever; so without the kernel's
+    // count nothing is registered.
+    let cpus = sys_uring::possible_cpus()?;
+    if cpus.len() != config.queues {
         return Err(bad(format!(
             "io_uring: {} queues, but the kernel has one for each of {} possible CPUs",
             config.queues,
@@ -412,13 +412,21 @@ impl Server<'_> {
 /// The kernel put the op's first argument into `op_in` and the others into
 /// the payload, and counted them all in the header's `len`; so what `len`
 /// has beyond the header and the payload is the length of `op_in`'s struct.
+/// Request extensions (`total_extlen`, the last argument) end the payload;
+/// they are left out, as on `/dev/fuse`.
 fn split<'a>(request: &sys_uring::RingRequest<'a>) -> Option<(InHeader, &'a [u8], &'a [u8])> {
     let header = InHeader::parse(request.in_out)?;
     let op_in_len = (header.len as usize).checked_sub(InHeader::SIZE + request.payload.len())?;
     if op_in_len > OP_IN_SIZE || header.unique != request.commit_id {
         return None;
     }
-    Some((header, &request.op_in[..op_in_len], request.payload))
+    let extensions = usize::from(header.total_extlen) * 8;
+    let payload_len = request.payload.len().checked_sub(extensions)?;
+    Some((
+        header,
+        &request.op_in[..op_in_len],
+        &request.payload[..payload_len],
+    ))
 }
 
 /// An entry's answer, staged while the dispatch runs (the payload buffer
@@ -559,13 +567,19 @@ mod tests {
         );
     }
 
+    /// A request's `in_out` area: `len`, `opcode`, `unique`, `total_extlen`.
+    fn in_header(len: usize, opcode: u32, unique: u64, extlen: u16) -> [u8; IN_OUT_SIZE] {
+        let mut in_out = [0u8; IN_OUT_SIZE];
+        in_out[..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        in_out[4..8].copy_from_slice(&opcode.to_ne_bytes());
+        in_out[8..16].copy_from_slice(&unique.to_ne_bytes());
+        in_out[36..38].copy_from_slice(&extlen.to_ne_bytes());
+        in_out
+    }
+
     #[test]
     fn op_in_is_what_len_has_beyond_header_and_payload() {
-        let mut in_out = [0u8; IN_OUT_SIZE];
-        let len = (InHeader::SIZE + 16 + 5) as u32;
-        in_out[..4].copy_from_slice(&len.to_ne_bytes());
-        in_out[4..8].copy_from_slice(&16u32.to_ne_bytes());
-        in_out[8..16].copy_from_slice(&9u64.to_ne_bytes());
+        let in_out = in_header(InHeader::SIZE + 16 + 5, 16, 9, 0);
         let op_in = [1u8; OP_IN_SIZE];
         let request = sys_uring::RingRequest {
             in_out: &in_out,
@@ -581,6 +595,21 @@ mod tests {
             commit_id: 8,
             ..request
         };
-        assert!(split(&wrong).is_none());
+        assert!(split(&wrong).is_none(), "unique and commit id differ");
+    }
+
+    #[test]
+    fn request_extensions_are_left_out_of_the_payload() {
+        let in_out = in_header(InHeader::SIZE + 16 + 13, 35, 9, 1);
+        let op_in = [0u8; OP_IN_SIZE];
+        let request = sys_uring::RingRequest {
+            in_out: &in_out,
+            op_in: &op_in,
+            payload: b"name\0ext-8byt",
+            commit_id: 9,
+        };
+        let (_, op_in, payload) = split(&request).expect("split");
+        assert_eq!(op_in.len(), 16);
+        assert_eq!(payload, b"name\0");
     }
 }
