@@ -99,6 +99,16 @@ impl Rings {
         }
     }
 
+    /// Whether rings could start here: this process can make an io_uring
+    /// with 128-byte SQEs and the kernel's queue count can be read. To be
+    /// asked before the INIT reply accepts FUSE_OVER_IO_URING: once it has,
+    /// requests wait for the rings, and if no io_uring can be made at all,
+    /// `start` cannot even tell the kernel to fall back.
+    pub fn available() -> std::io::Result<()> {
+        sys_uring::probe_io_uring()?;
+        sys_uring::possible_cpus().map(drop)
+    }
+
     /// How many queue threads serve the rings.
     pub fn threads(&self) -> usize {
         self.threads.len()
