@@ -102,7 +102,7 @@ pub fn serve(
     let fs = CowFs::new(overlay.clone());
     let negotiated = dev::handshake(&dev_fuse, |offered| {
         let mut answer = fs.init_flags(offered);
-        if transport.io_uring != IoUring::Off {
+        if wants_rings(transport.io_uring, offered) {
             answer.flags |= abi::init::OVER_IO_URING;
         }
         answer
@@ -129,6 +129,26 @@ pub fn serve(
     let threads = dev::spawn_device_threads(&dev_fuse, fs, device_threads)?;
     record_transport(&overlay, threads.len(), rings.as_ref());
     Ok(Session { threads, rings })
+}
+
+/// Whether the INIT reply takes FUSE over io_uring. In auto mode only where
+/// rings can start: once the reply has taken it, every request waits for
+/// the rings, and a process that can make no io_uring (io_uring_disabled,
+/// seccomp) could not even have the kernel fall back to /dev/fuse. With
+/// `on`, a failure to start fails the mount (see `start_rings`).
+fn wants_rings(mode: IoUring, offered: u64) -> bool {
+    match mode {
+        IoUring::Off => false,
+        IoUring::On => true,
+        IoUring::Auto if offered & abi::init::OVER_IO_URING == 0 => false,
+        IoUring::Auto => match Rings::available() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%e, "no io_uring ring can start here; reading /dev/fuse");
+                false
+            }
+        },
+    }
 }
 
 /// Starts the io_uring queues when the kernel took FUSE over io_uring;
