@@ -13,6 +13,8 @@ use std::process::Command;
 use crate::common::{Layers, cowfs_bin, write_file};
 
 const SIZE: usize = 1 << 20;
+/// Below 1 MiB a lower file is read through the daemon even with `passthrough=all`.
+const SMALL: usize = 64 << 10;
 
 fn reads_served(mnt: &Path) -> u64 {
     let out = Command::new(cowfs_bin())
@@ -40,6 +42,7 @@ fn read_all_from(file: &mut File) -> Vec<u8> {
 fn layers() -> Layers {
     let l = Layers::new(1);
     write_file(&l.lower(0).join("data"), vec![b'l'; SIZE]);
+    write_file(&l.lower(0).join("small"), vec![b's'; SMALL]);
     l
 }
 

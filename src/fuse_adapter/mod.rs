@@ -13,7 +13,6 @@ use crate::attr::{Caller, SetAttr};
 use crate::error::OpResult;
 use crate::handles::Opened;
 use crate::inode::Inode;
-use crate::layer::RealKey;
 use crate::listing::{DirEntry, DirListing};
 use crate::namespace::{NewKind, NewObject};
 use crate::overlay::{Attr, Overlay};
@@ -98,16 +97,22 @@ impl CowFs {
     /// read-only mount), or `passthrough=all` lets lower files open for
     /// reading pass through too, at the price that they go on reading the
     /// lower file after a copy-up and hold write opens off until closed.
-    fn may_pass_through(&self, key: RealKey, writes: bool) -> bool {
-        key.layer == crate::layer::UPPER
+    /// Only lower files of `LOWER_PASSTHROUGH_FROM` bytes up: a smaller one
+    /// is read in a request or two, cheaper than registering a backing file.
+    fn may_pass_through(&self, opened: &Opened, writes: bool) -> bool {
+        const LOWER_PASSTHROUGH_FROM: i64 = 1 << 20;
+        opened.source.layer == crate::layer::UPPER
             || self.overlay.is_read_only()
-            || (self.overlay.options.passthrough_lower && !writes)
+            || (self.overlay.options.passthrough_lower
+                && !writes
+                && crate::sys::fstat(opened.fd.as_fd())
+                    .is_ok_and(|st| st.st_size >= LOWER_PASSTHROUGH_FROM))
     }
 
     /// How the kernel is to do I/O on a new open of `inode`: through the
     /// real file (passthrough) or through this daemon and the page cache.
     fn open_mode(&self, inode: &Inode, opened: &Opened, writes: bool) -> OpenMode {
-        let stays = self.may_pass_through(opened.source, writes);
+        let stays = self.may_pass_through(opened, writes);
         let backing = || match self.dev.get() {
             Some(dev) => crate::sys::Backing::open(dev, opened.fd.as_fd()),
             None => Err(std::io::Error::from(crate::sys::Errno::NOTCONN)),
