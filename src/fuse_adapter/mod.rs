@@ -130,6 +130,29 @@ impl CowFs {
         mode
     }
 
+    /// `open_mode`, for an open that may find the file busy: the kernel
+    /// sends RELEASE after close(2) has returned, in the background and
+    /// maybe through another queue, so the last reader's release may still
+    /// be on its way when a writer opens; it is given a moment to arrive
+    /// before the open is refused.
+    fn open_mode_waiting_for_releases(
+        &self,
+        inode: &Inode,
+        opened: &Opened,
+        writes: bool,
+    ) -> OpenMode {
+        const RELEASE_WAIT: Duration = Duration::from_millis(50);
+        let start = std::time::Instant::now();
+        loop {
+            match self.open_mode(inode, opened, writes) {
+                OpenMode::Busy if start.elapsed() < RELEASE_WAIT => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                mode => return mode,
+            }
+        }
+    }
+
     fn make(
         &self,
         caller: Caller,
@@ -377,7 +400,7 @@ impl CowFs {
                 Err(e) => return reply.error(e),
             };
             let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-            let io = match self.open_mode(&inode, &opened, writes) {
+            let io = match self.open_mode_waiting_for_releases(&inode, &opened, writes) {
                 OpenMode::Passthrough(id) => OpenIo::Passthrough(id.id()),
                 // Nothing changes a file behind this mount: keep its pages.
                 OpenMode::Cached => OpenIo::Cached { keep_cache: true },
