@@ -181,6 +181,17 @@ pub fn xattr_names(list: &[u8]) -> impl Iterator<Item = &OsStr> {
         .map(OsStr::from_bytes)
 }
 
+/// The xattr names an object has (a NUL-separated list as listxattr gives
+/// it), so that only the overlay xattrs it has are read.
+#[derive(Clone, Debug, Default)]
+pub struct XattrNameList(pub Vec<u8>);
+
+impl XattrNameList {
+    pub fn contains(&self, name: &OsStr) -> bool {
+        xattr_names(&self.0).any(|n| n == name)
+    }
+}
+
 /// Where a renamed dir's lower dirs are, as the `overlay.redirect` xattr
 /// says: a path from the overlay root, or a new name in the same parent.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,11 +2,11 @@
 //! layer first, stopping at whiteouts, opaque dirs and non-dirs.
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::error::OpResult;
-use crate::format::{self, Opacity, Redirect};
+use crate::format::{self, Opacity, Redirect, XattrNameList};
 use crate::inode::{Inode, Layers, Location, RealRef};
 use crate::layer::{LayerId, UPPER};
 use crate::listing::LowerHint;
@@ -21,6 +21,12 @@ pub struct Resolved {
     /// Stat of the object that answers reads.
     pub stat: Stat,
     pub layers: Layers,
+    /// The object the parent's upper dir holds under the name itself (not
+    /// a copy found through the index).
+    pub upper_here: Option<Stat>,
+    /// Whether a lower dir of the parent shows the name (what `lower_has`
+    /// says), where the walk found that out on its way.
+    pub lowers_show: Option<bool>,
 }
 
 impl Overlay {
@@ -105,6 +111,8 @@ impl Overlay {
             below: Below::Merge,
             origin_ino: None,
             absent_in: Vec::new(),
+            upper_here: None,
+            lowers_show: None,
         };
         if let Some(upper_dir) = &dir.upper
             && !self.walk_upper(&mut walk, upper_dir, &name)?
@@ -120,6 +128,9 @@ impl Overlay {
                 &no_hint
             };
             self.walk_lowers(&mut walk, &dir, hint)?;
+            if walk.lower_name != name {
+                walk.lowers_show = None;
+            }
         }
         self.resolved(walk)
     }
@@ -139,12 +150,17 @@ impl Overlay {
             }
             Presence::Object(st) => st,
         };
+        walk.upper_here = Some(st);
         let upper = walk.child(UPPER, &st, name);
+        let fd = self.real_fd(&upper)?;
+        // Which overlay xattrs it has, in one call: most upper objects have
+        // none, and then none is asked for by name.
+        let marks = XattrNameList(sys::xattr_name_list(fd.as_fd())?);
         if sys::file_type(&st) == FileType::Directory {
-            if self.is_opaque(&upper)? {
+            if self.is_opaque_marked(fd.as_fd(), &marks)? {
                 walk.below = Below::Nothing;
             } else {
-                match self.redirect_of(&upper)? {
+                match self.redirect_of(fd.as_fd(), &marks)? {
                     Some(Redirect::Absolute(path)) => {
                         walk.layers.lowers = self.lowers_at_path(&path)?;
                         walk.below = Below::Nothing;
@@ -160,8 +176,7 @@ impl Overlay {
             // inode number (when the origin does not give it) or its data
             // (metacopy).
             walk.below = Below::Nothing;
-            let fd = self.real_fd(&upper)?;
-            match self.origin_info(fd.as_fd())? {
+            match self.origin_info_marked(fd.as_fd(), &marks)? {
                 OriginInfo::Ino { ino, lower_nlink } => {
                     walk.origin_ino = Some(ino);
                     walk.layers.origin_nlink = lower_nlink;
@@ -170,7 +185,9 @@ impl Overlay {
                 OriginInfo::Unknown => walk.below = Below::OriginOnly,
                 OriginInfo::None => {}
             }
-            if sys::file_type(&st) == FileType::RegularFile && self.is_metacopy_file(fd.as_fd())? {
+            if sys::file_type(&st) == FileType::RegularFile
+                && self.is_metacopy_file(fd.as_fd(), &marks)?
+            {
                 // Its data is the lower file of the same name.
                 walk.layers.metacopy = true;
                 walk.below = Below::OriginOnly;
@@ -185,6 +202,11 @@ impl Overlay {
     /// non-dir, an opaque dir or the bottom.
     fn walk_lowers(&self, walk: &mut Walk<'_>, dir: &Layers, hint: &LowerHint) -> OpResult<()> {
         let lower_dirs = dir.lowers.len();
+        // With an object in the upper dir, no OCI whiteout there is looked
+        // for, so whether the lowers show the name is what `lower_has` says.
+        if walk.upper_here.is_some() {
+            walk.lowers_show = Some(false);
+        }
         for (i, lower_dir) in dir.lowers.iter().enumerate() {
             let presence = if hint.may_have(i, lower_dirs) {
                 self.quick_presence(lower_dir, &walk.lower_name)?
@@ -201,6 +223,9 @@ impl Overlay {
             };
             if self.oci_whiteout_in(walk, dir, hint)? {
                 break;
+            }
+            if walk.lowers_show == Some(false) {
+                walk.lowers_show = Some(true);
             }
             walk.absent_in.clear();
             let is_dir = sys::file_type(&st) == FileType::Directory;
@@ -240,6 +265,8 @@ impl Overlay {
             mut layers,
             top,
             origin_ino,
+            upper_here,
+            lowers_show,
             ..
         } = walk;
         let Some(mut stat) = top else {
@@ -270,6 +297,8 @@ impl Overlay {
             kind,
             stat,
             layers,
+            upper_here,
+            lowers_show,
         }))
     }
 
@@ -339,17 +368,29 @@ impl Overlay {
     /// overlay `opaque` xattr (either namespace), or an OCI opaque marker.
     pub(crate) fn is_opaque(&self, dir: &RealRef) -> OpResult<bool> {
         let fd = self.real_fd(dir)?;
+        let marks = XattrNameList(sys::xattr_name_list(fd.as_fd())?);
+        self.is_opaque_marked(fd.as_fd(), &marks)
+    }
+
+    /// `is_opaque` of a dir whose xattr names are known.
+    fn is_opaque_marked(&self, fd: BorrowedFd<'_>, marks: &XattrNameList) -> OpResult<bool> {
         for ns in format::READ_NAMESPACES {
-            let byte = sys::xattr_first_byte(fd.as_fd(), ns.opaque())?;
+            if !marks.contains(ns.opaque()) {
+                continue;
+            }
+            let byte = sys::xattr_first_byte(fd, ns.opaque())?;
             if format::opacity_from_xattr(byte) == Opacity::Opaque {
                 return Ok(true);
             }
         }
-        Ok(sys::stat_at(fd.as_fd(), OsStr::new(format::OCI_OPAQUE_MARKER))?.is_some())
+        Ok(sys::stat_at(fd, OsStr::new(format::OCI_OPAQUE_MARKER))?.is_some())
     }
 
-    fn is_metacopy_file(&self, fd: std::os::fd::BorrowedFd<'_>) -> OpResult<bool> {
+    fn is_metacopy_file(&self, fd: BorrowedFd<'_>, marks: &XattrNameList) -> OpResult<bool> {
         for ns in format::READ_NAMESPACES {
+            if !marks.contains(ns.metacopy()) {
+                continue;
+            }
             match sys::get_xattr(fd, ns.metacopy()) {
                 Ok(Some(_)) => return Ok(true),
                 Ok(None) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
@@ -361,19 +402,28 @@ impl Overlay {
 
     /// Whether any lower layer of `parent` shows `name` (so removing or
     /// moving the upper object must leave a whiteout behind).
+    ///
+    /// A dir whose upper dir is opaque merges no lower dir (a lookup stops
+    /// there, and what makes a dir opaque drops its lowers), so its lowers
+    /// show nothing. OCI whiteouts are looked for, as by a lookup, only once
+    /// a lower object of the name is found: in the dirs above it.
     pub(crate) fn lower_has(&self, parent: &Inode, name: &OsStr) -> OpResult<bool> {
         let dir = parent.layers();
-        if let Some(upper_dir) = &dir.upper {
-            // An opaque upper dir hides every lower entry already.
-            if self.is_opaque(upper_dir)? {
-                return Ok(false);
-            }
-        }
+        let mut absent_in = Vec::new();
         for lower_dir in &dir.lowers {
-            match self.presence(lower_dir, name)? {
-                Presence::Absent => continue,
+            match self.quick_presence(lower_dir, name)? {
+                Presence::Absent => absent_in.push(lower_dir),
                 Presence::Whiteout | Presence::OciWhiteout => return Ok(false),
-                Presence::Object(_) => return Ok(true),
+                Presence::Object(_) => {
+                    let oci = format::oci_whiteout_name(name);
+                    for above in absent_in {
+                        let fd = self.real_fd(above)?;
+                        if sys::stat_at(fd.as_fd(), &oci)?.is_some() {
+                            return Ok(false);
+                        }
+                    }
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
@@ -427,6 +477,10 @@ struct Walk<'a> {
     /// index (None: the upper dir): an OCI `.wh.NAME` in one of them hides
     /// what lies below.
     absent_in: Vec<Option<usize>>,
+    /// The parent's upper dir holds an object of the name.
+    upper_here: Option<Stat>,
+    /// Whether the lower dirs show the name (see `Resolved`).
+    lowers_show: Option<bool>,
 }
 
 impl Walk<'_> {

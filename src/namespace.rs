@@ -78,14 +78,16 @@ impl Overlay {
         };
 
         let _names = parent.lock_names();
-        if self.resolve(parent, name)?.is_some() {
-            return Err(Errno::EXIST);
-        }
+        // The name is free if the upper dir whites it out, or holds nothing
+        // of it and no lower dir shows it: what a lookup would find, without
+        // reading the upper dir twice.
         let over = self.upper_entry(parent, name)?;
-        if let Presence::Object(_) = over {
-            return Err(Errno::EXIST);
-        }
-        let whited_out = !matches!(over, Presence::Absent);
+        let whited_out = match over {
+            Presence::Object(_) => return Err(Errno::EXIST),
+            Presence::Absent if self.lower_has(parent, name)? => return Err(Errno::EXIST),
+            Presence::Absent => false,
+            Presence::Whiteout | Presence::OciWhiteout => true,
+        };
         // Build in the work dir when a whiteout must be swapped out
         // atomically; otherwise the new object can be made in place.
         let temp = work.temp_name();
@@ -196,6 +198,8 @@ impl Overlay {
             kind: sys::file_type(&stat),
             stat,
             layers,
+            upper_here: Some(stat),
+            lowers_show: None,
         });
         Ok((inode, attr, opened))
     }
@@ -299,26 +303,35 @@ impl Overlay {
     /// unlink(2) (`is_dir` false) and rmdir(2) (`is_dir` true).
     pub fn remove(&self, parent: &Arc<Inode>, name: &OsStr, is_dir: bool) -> OpResult<()> {
         let work = self.writable()?;
-        let victim = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
-        let victim_is_dir = victim.kind == FileType::Directory;
-        if is_dir && !victim_is_dir {
-            return Err(Errno::NOTDIR);
-        }
-        if !is_dir && victim_is_dir {
-            return Err(Errno::ISDIR);
+        if !parent.has_upper() {
+            // What is refused is refused before the parent is copied up.
+            let victim = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
+            check_removal_kind(&victim, is_dir)?;
         }
         let parent_upper = self.copy_up(parent)?;
         let parent_fd = self.real_fd(&parent_upper)?;
 
         let _names = parent.lock_names();
         let victim = self.resolve(parent, name)?.ok_or(Errno::NOENT)?;
+        check_removal_kind(&victim, is_dir)?;
         if is_dir {
             let probe = Arc::new(Inode::new(victim.ino, victim.kind, victim.layers.clone()));
             if !self.dir_is_empty(&probe)? {
                 return Err(Errno::NOTEMPTY);
             }
         }
-        let lower_below = self.lower_has(parent, name)?;
+        // What the parent's dirs hold under the name, as far as the lookup
+        // just made saw it: an object found without one in the upper dir
+        // was found by this name in a lower dir, not hidden.
+        let lower_below = match (&victim.upper_here, victim.lowers_show) {
+            (None, _) => true,
+            (Some(_), Some(shows)) => shows,
+            (Some(_), None) => self.lower_has(parent, name)?,
+        };
+        let in_upper = match victim.upper_here {
+            Some(st) => Presence::Object(st),
+            None => Presence::Absent,
+        };
         let victim_inode = self.known_inode(victim.ino).unwrap_or_else(|| {
             Arc::new(Inode::new(victim.ino, victim.kind, victim.layers.clone()))
         });
@@ -328,7 +341,7 @@ impl Overlay {
         }
         let last_name = is_dir || victim.stat.st_nlink <= 1;
         let unlinking = last_name.then(|| victim_inode.start_unlink());
-        match self.upper_entry(parent, name)? {
+        match in_upper {
             Presence::Object(st) => {
                 if lower_below {
                     self.move_out_leaving_whiteout(parent_fd.as_fd(), name)?;
@@ -378,6 +391,18 @@ impl Overlay {
         work.remove(&temp);
         Ok(())
     }
+}
+
+/// unlink(2) of a dir and rmdir(2) of a non-dir are refused.
+fn check_removal_kind(victim: &Resolved, is_dir: bool) -> OpResult<()> {
+    let victim_is_dir = victim.kind == FileType::Directory;
+    if is_dir && !victim_is_dir {
+        return Err(Errno::NOTDIR);
+    }
+    if !is_dir && victim_is_dir {
+        return Err(Errno::ISDIR);
+    }
+    Ok(())
 }
 
 pub(crate) fn check_new_name(name: &OsStr) -> OpResult<()> {

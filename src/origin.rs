@@ -7,7 +7,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::error::OpResult;
-use crate::format::{self, Origin};
+use crate::format::{self, Origin, XattrNameList};
 use crate::layer::LayerId;
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, OFlags};
@@ -48,7 +48,27 @@ impl Overlay {
 
     /// Reads an upper object's origin and finds the inode number it keeps.
     pub(crate) fn origin_info(&self, upper: BorrowedFd<'_>) -> OpResult<OriginInfo> {
+        self.origin_info_of(upper, None)
+    }
+
+    /// `origin_info` of an object whose xattr names are known.
+    pub(crate) fn origin_info_marked(
+        &self,
+        upper: BorrowedFd<'_>,
+        marks: &XattrNameList,
+    ) -> OpResult<OriginInfo> {
+        self.origin_info_of(upper, Some(marks))
+    }
+
+    fn origin_info_of(
+        &self,
+        upper: BorrowedFd<'_>,
+        marks: Option<&XattrNameList>,
+    ) -> OpResult<OriginInfo> {
         for ns in format::READ_NAMESPACES {
+            if marks.is_some_and(|m| !m.contains(ns.origin())) {
+                continue;
+            }
             let value = match sys::get_xattr(upper, ns.origin()) {
                 Ok(Some(value)) => value,
                 Ok(None) | Err(Errno::NOTSUP) | Err(Errno::PERM) => continue,

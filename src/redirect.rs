@@ -5,11 +5,11 @@
 //! remounts.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::error::OpResult;
-use crate::format::{self, Redirect};
+use crate::format::{self, Redirect, XattrNameList};
 use crate::inode::{Inode, Location, RealRef};
 use crate::overlay::Overlay;
 use crate::sys::{self, Errno, FileType};
@@ -25,10 +25,16 @@ enum AtPath {
 impl Overlay {
     /// The redirect an upper dir carries, if any. An invalid value is
     /// ignored (and logged), as a missing one.
-    pub(crate) fn redirect_of(&self, upper: &RealRef) -> OpResult<Option<Redirect>> {
-        let fd = self.real_fd(upper)?;
+    pub(crate) fn redirect_of(
+        &self,
+        fd: BorrowedFd<'_>,
+        marks: &XattrNameList,
+    ) -> OpResult<Option<Redirect>> {
         for ns in format::READ_NAMESPACES {
-            match sys::get_xattr(fd.as_fd(), ns.redirect()) {
+            if !marks.contains(ns.redirect()) {
+                continue;
+            }
+            match sys::get_xattr(fd, ns.redirect()) {
                 Ok(Some(value)) => {
                     let redirect = Redirect::decode(&value);
                     if redirect.is_none() {

@@ -89,6 +89,21 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     }
 }
 
+/// The xattr names of an object given by any fd (an `O_PATH` one
+/// included), in one call for a list that fits a small buffer, which is
+/// nearly always; an object on a filesystem without xattrs has none.
+/// Lookups read this instead of asking for each overlay xattr by name:
+/// most objects have none, and then none needs asking for.
+pub fn xattr_name_list(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    let mut small = [0u8; 1024];
+    match rustix::fs::listxattr(proc_path(fd).as_cstr(), &mut small[..]) {
+        Ok(len) => Ok(small[..len].to_vec()),
+        Err(Errno::RANGE) => list_xattr(fd),
+        Err(Errno::NOTSUP) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sizes the list, then reads it, again if it grew in between.
 fn read_xattr_list(
     query: impl Fn() -> SysResult<usize>,
