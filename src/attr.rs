@@ -118,7 +118,12 @@ impl Overlay {
             None => CopyUp::MetaOnly,
         };
         let upper = self.copy_up_with(inode, want)?;
-        let fd = self.real_fd(&upper)?;
+        // A file open for writing is its upper file: its open file takes
+        // these calls as an `O_PATH` fd would, and is at hand.
+        let fd = match self.handles().writer_fd(inode) {
+            Some(open) => open,
+            None => self.real_fd(&upper)?,
+        };
         let own = &self.options.ownership;
         let uid = change
             .uid
@@ -155,6 +160,7 @@ impl Overlay {
             let mut mode = change.mode;
             if (uid.is_some() || gid.is_some())
                 && let Some(caller) = caller
+                && caller.uid != 0
                 && matches!(inode.kind, FileType::RegularFile)
             {
                 // chown by a caller outside the file's group drops its
@@ -230,9 +236,13 @@ impl Overlay {
         if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
+        if let Some(open) = self.handles().writer_fd(inode) {
+            // A file open for writing is its upper file (the kernel asks for
+            // security.capability at each write): read through that file.
+            return sys::get_xattr_of_open_file(open.as_fd(), name)?.ok_or(Errno::NODATA);
+        }
         let top = inode.top().ok_or(Errno::STALE)?;
-        let fd = self.real_fd(&top)?;
-        sys::get_xattr(fd.as_fd(), name)?.ok_or(Errno::NODATA)
+        self.xattr_of_ref(&top, name)?.ok_or(Errno::NODATA)
     }
 
     pub fn listxattr(&self, inode: &Inode) -> OpResult<Vec<u8>> {

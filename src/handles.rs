@@ -42,7 +42,7 @@ pub struct Handles {
     files: DashMap<u64, Arc<FileHandle>>,
     /// Open writable handles per inode number; the count of all of them
     /// lets the common case (no writer at all) skip the map.
-    writers: DashMap<u64, u32>,
+    writers: DashMap<u64, Vec<Arc<FileHandle>>>,
     writer_count: AtomicU64,
 }
 
@@ -53,22 +53,40 @@ impl Handles {
 
     pub fn add_file(&self, handle: FileHandle) -> Opened {
         let fh = self.next_id();
-        if handle.writable {
-            *self.writers.entry(handle.inode.ino).or_insert(0) += 1;
-            self.writer_count.fetch_add(1, Ordering::Relaxed);
-        }
         let opened = Opened {
             fh,
             fd: handle.fd(),
             source: handle.source,
         };
-        self.files.insert(fh, Arc::new(handle));
+        let handle = Arc::new(handle);
+        if handle.writable {
+            self.writers
+                .entry(handle.inode.ino)
+                .or_default()
+                .push(handle.clone());
+            self.writer_count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.files.insert(fh, handle);
         opened
     }
 
     /// Whether inode `ino` has a handle open for writing.
     pub fn has_writers(&self, ino: u64) -> bool {
         self.writer_count.load(Ordering::Relaxed) != 0 && self.writers.contains_key(&ino)
+    }
+
+    /// The real file of a handle open for writing on `inode`, if any: its
+    /// upper file, open for I/O, which calls that do not take an `O_PATH` fd
+    /// can use directly.
+    pub fn writer_fd(&self, inode: &Inode) -> Option<Arc<OwnedFd>> {
+        if self.writer_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let writers = self.writers.get(&inode.ino)?;
+        writers
+            .iter()
+            .find(|h| std::ptr::eq(Arc::as_ptr(&h.inode), inode))
+            .map(|h| h.fd())
     }
 
     /// How many files are open.
@@ -92,9 +110,9 @@ impl Handles {
     pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
         let (_, handle) = self.files.remove(&id)?;
         if handle.writable {
-            self.writers.remove_if_mut(&handle.inode.ino, |_, count| {
-                *count = count.saturating_sub(1);
-                *count == 0
+            self.writers.remove_if_mut(&handle.inode.ino, |_, open| {
+                open.retain(|h| !Arc::ptr_eq(h, &handle));
+                open.is_empty()
             });
             self.writer_count.fetch_sub(1, Ordering::Relaxed);
         }

@@ -4,6 +4,7 @@
 //! The operations live in their own modules (`lookup`, `dirmerge`, `copyup`,
 //! `namespace`, `attr`, `fileio`), each an `impl Overlay` block.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -442,16 +443,60 @@ impl Overlay {
         Ok(self.layers.get(layer).shared_root())
     }
 
+    /// Stat of a real object: through its cached fd, else by its name in
+    /// its parent's dir, checked by inode number as a reopen would be (one
+    /// call instead of an open, its check and the stat; a walk that stats
+    /// thousands of files does not push the fds in use out of the cache).
     pub fn stat_ref(&self, r: &RealRef) -> OpResult<Stat> {
+        if let Location::Child { parent, name } = &r.loc {
+            if let Some(fd) = self.fds.get(r.layer, r.real_ino) {
+                return sys::fstat(fd.as_fd());
+            }
+            let parent_ref = parent.in_layer(r.layer).ok_or(Errno::STALE)?;
+            let dir = self.real_fd(&parent_ref)?;
+            return match sys::stat_at(dir.as_fd(), name)? {
+                Some(st) if st.st_ino == r.real_ino => Ok(st),
+                // Replaced behind the mount's back.
+                Some(_) => Err(Errno::STALE),
+                None => Err(Errno::NOENT),
+            };
+        }
         let fd = self.real_fd(r)?;
         sys::fstat(fd.as_fd())
+    }
+
+    /// An xattr of a real object. A lower object whose fd is not at hand is
+    /// read by its name in its parent's dir, not opened: a lower layer never
+    /// changes under the mount, so the name is that object (what `ls -l`
+    /// asks of every file costs one call, not an open, its check and the
+    /// read). Upper objects are reached through their fd, checked.
+    pub(crate) fn xattr_of_ref(&self, r: &RealRef, name: &OsStr) -> OpResult<Option<Vec<u8>>> {
+        if !r.is_upper()
+            && let Location::Child {
+                parent,
+                name: child,
+            } = &r.loc
+        {
+            if let Some(fd) = self.fds.get(r.layer, r.real_ino) {
+                return sys::get_xattr(fd.as_fd(), name);
+            }
+            let parent_ref = parent.in_layer(r.layer).ok_or(Errno::STALE)?;
+            let dir = self.real_fd(&parent_ref)?;
+            return sys::get_xattr_of_child(dir.as_fd(), child, name);
+        }
+        let fd = self.real_fd(r)?;
+        sys::get_xattr(fd.as_fd(), name)
     }
 
     /// Attributes of an inode, from the object that answers reads.
     pub fn attr_of(&self, inode: &Arc<Inode>) -> OpResult<Attr> {
         let layers = inode.layers();
         let top = layers.top().ok_or(Errno::STALE)?;
-        let mut stat = self.stat_ref(top)?;
+        let mut stat = match self.handles.writer_fd(inode) {
+            // Open for writing: its upper file is at hand.
+            Some(open) => sys::fstat(open.as_fd())?,
+            None => self.stat_ref(top)?,
+        };
         if layers.metacopy
             && let Some(data) = layers.data()
         {

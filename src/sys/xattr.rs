@@ -14,20 +14,62 @@ fn xattr_result<T>(r: SysResult<T>) -> SysResult<Option<T>> {
 /// Reads a whole xattr value; `None` when absent.
 pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>> {
     let path = proc_path(fd);
+    read_xattr(
+        || rustix::fs::getxattr_query(path.as_cstr(), name),
+        |value| rustix::fs::getxattr(path.as_cstr(), name, value),
+    )
+}
+
+/// `get_xattr` of a file open for I/O (not `O_PATH`): through the fd
+/// itself, no walk through /proc.
+pub fn get_xattr_of_open_file(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Vec<u8>>> {
+    read_xattr(
+        || rustix::fs::fgetxattr_query(fd, name),
+        |value| rustix::fs::fgetxattr(fd, name, value),
+    )
+}
+
+/// `get_xattr` of the object `name` in the dir `dir` (an `O_PATH` fd),
+/// never following a symlink: one call, without opening the object.
+/// `name` is one component.
+pub fn get_xattr_of_child(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    xattr: &OsStr,
+) -> SysResult<Option<Vec<u8>>> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
+        return Err(Errno::INVAL);
+    }
+    let mut path = proc_path(dir).as_cstr().to_bytes().to_vec();
+    path.push(b'/');
+    path.extend_from_slice(bytes);
+    let path = std::ffi::CString::new(path).map_err(|_| Errno::INVAL)?;
+    read_xattr(
+        || rustix::fs::lgetxattr_query(path.as_c_str(), xattr),
+        |value| rustix::fs::lgetxattr(path.as_c_str(), xattr, value),
+    )
+}
+
+/// Reads a value in one call when it is short, else sizes it first.
+fn read_xattr(
+    query: impl Fn() -> SysResult<usize>,
+    read: impl Fn(&mut [u8]) -> SysResult<usize>,
+) -> SysResult<Option<Vec<u8>>> {
     // Most values (overlay xattrs, ACLs) are short: one call reads them.
     let mut small = [0u8; 256];
-    match xattr_result(rustix::fs::getxattr(path.as_cstr(), name, &mut small[..])) {
+    match xattr_result(read(&mut small[..])) {
         Ok(Some(len)) => return Ok(Some(small[..len].to_vec())),
         Ok(None) => return Ok(None),
         Err(Errno::RANGE) => {}
         Err(e) => return Err(e),
     }
     loop {
-        let Some(size) = xattr_result(rustix::fs::getxattr_query(path.as_cstr(), name))? else {
+        let Some(size) = xattr_result(query())? else {
             return Ok(None);
         };
         let mut value = vec![0u8; size];
-        match xattr_result(rustix::fs::getxattr(path.as_cstr(), name, &mut value[..])) {
+        match xattr_result(read(&mut value[..])) {
             Ok(Some(len)) => {
                 value.truncate(len);
                 return Ok(Some(value));
