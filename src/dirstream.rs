@@ -20,6 +20,12 @@ impl Overlay {
         if let Some(kept) = self.dir_order().kept(dir)
             && (offset != 0 || kept.is_current(dir.names_version()))
         {
+            if offset != 0 && offset >= kept.last_offset() {
+                // The read that finds the stream at its end (the kernel
+                // makes one after the last entries): nothing after it, and
+                // the listing is no longer needed.
+                self.dir_order().drop_kept(&kept);
+            }
             return Ok(kept);
         }
         let listing = Arc::new(self.ordered_listing(dir)?);
@@ -29,11 +35,11 @@ impl Overlay {
         Ok(listing)
     }
 
-    /// Tells that a stream has read `listing` to its end, so it need not be
-    /// kept for it.
-    pub fn readdir_done(&self, listing: &Arc<DirListing>) {
-        self.dir_order().drop_kept(listing);
-    }
+    /// Tells that a stream has been handed the last entries of `listing`.
+    /// It stays kept for the read at its end that follows, which would
+    /// otherwise merge the layers again to find nothing after the offset;
+    /// that read lets go of it (see `readdir`).
+    pub fn readdir_done(&self, _listing: &Arc<DirListing>) {}
 
     /// Lists `dir` for its link count and keeps the listing for the readdir
     /// that usually comes next (a lookup, then an open of the dir).
