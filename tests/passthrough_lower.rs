@@ -8,28 +8,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
-use crate::common::{Layers, cowfs_bin, write_file};
+use crate::common::{Layers, stats_of, write_file};
 
 const SIZE: usize = 1 << 20;
 /// Below 1 MiB a lower file is read through the daemon even with `passthrough=all`.
 const SMALL: usize = 64 << 10;
 
 fn reads_served(mnt: &Path) -> u64 {
-    let out = Command::new(cowfs_bin())
-        .args(["stats", "--json"])
-        .arg(mnt)
-        .output()
-        .expect("run cowfs stats");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snapshot = cowfs::stats::Snapshot::from_json(String::from_utf8_lossy(&out.stdout).trim())
-        .expect("stats JSON");
-    snapshot.requests.get("read").map_or(0, |op| op.count)
+    stats_of(mnt).requests.get("read").map_or(0, |op| op.count)
+}
+
+/// Writes "upper" at the start of `path` through a write open of its own.
+fn write_start(path: &Path) {
+    let mut writer = OpenOptions::new().write(true).open(path).unwrap();
+    writer.write_all(b"upper").unwrap();
 }
 
 fn read_all_from(file: &mut File) -> Vec<u8> {
@@ -52,12 +45,7 @@ fn by_default_a_lower_reader_sees_writes_made_after_the_copy_up() {
     let m = l.mount();
     let mut reader = File::open(m.mnt.join("data")).unwrap();
     assert_eq!(read_all_from(&mut reader), vec![b'l'; SIZE]);
-    let mut writer = OpenOptions::new()
-        .write(true)
-        .open(m.mnt.join("data"))
-        .unwrap();
-    writer.write_all(b"upper").unwrap();
-    drop(writer);
+    write_start(&m.mnt.join("data"));
     let seen = read_all_from(&mut reader);
     assert_eq!(&seen[..5], b"upper", "the reader kept the lower data");
     assert!(
@@ -95,12 +83,7 @@ fn with_passthrough_all_lower_reads_skip_the_daemon_and_writers_wait_for_readers
     drop(second);
 
     // Once they are closed, writes land in the copy and readers see them.
-    let mut writer = OpenOptions::new()
-        .write(true)
-        .open(m.mnt.join("data"))
-        .unwrap();
-    writer.write_all(b"upper").unwrap();
-    drop(writer);
+    write_start(&m.mnt.join("data"));
     let mut after = File::open(m.mnt.join("data")).unwrap();
     let seen = read_all_from(&mut after);
     assert_eq!(&seen[..5], b"upper");
@@ -114,14 +97,7 @@ fn with_passthrough_all_lower_reads_skip_the_daemon_and_writers_wait_for_readers
 #[test]
 fn a_bad_passthrough_value_is_refused() {
     let l = layers();
-    let out = Command::new(cowfs_bin())
-        .arg("mount")
-        .arg(l.lower(0))
-        .arg(&l.upper)
-        .arg(&l.mnt)
-        .args(["-o", "passthrough=some"])
-        .output()
-        .expect("run cowfs mount");
+    let out = l.try_mount_with(&["-o", "passthrough=some"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

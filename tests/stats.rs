@@ -6,44 +6,14 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cowfs::stats::Snapshot;
 
-use crate::common::{Layers, cowfs_bin, expected_transport, write_file};
-
-/// Runs `cowfs ARGS`; a `cowfs stats` that does not return within 20 s fails the test (it
-/// must never hang, whatever state the socket is in).
-fn cowfs(args: &[&str]) -> Output {
-    let mut child = Command::new(cowfs_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cowfs");
-    let start = Instant::now();
-    while child.try_wait().expect("wait cowfs").is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("cowfs {args:?} did not return within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("cowfs output")
-}
-
-fn stats_of(mnt: &Path) -> Snapshot {
-    let out = cowfs(&["stats", mnt.to_str().unwrap(), "--json"]);
-    assert!(
-        out.status.success(),
-        "cowfs stats --json failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8 output");
-    Snapshot::from_json(text.trim()).unwrap_or_else(|e| panic!("bad JSON {text:?}: {e}"))
-}
+use crate::common::{
+    Layers, cowfs_bin, cowfs_bounded as cowfs, expected_transport, stats_of, write_file,
+};
 
 fn count(snapshot: &Snapshot, op: &str) -> u64 {
     snapshot.requests.get(op).map_or(0, |op| op.count)

@@ -8,26 +8,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Layers, cowfs_bin, mounts_under, write_file};
+use crate::common::{Layers, mounts_under, stats_of, write_file};
 
 fn io_uring_offered() -> bool {
     fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y")
 }
 
 fn transport_of(mnt: &Path) -> String {
-    let out = Command::new(cowfs_bin())
-        .args(["stats", "--json"])
-        .arg(mnt)
-        .output()
-        .expect("run cowfs stats");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snapshot = cowfs::stats::Snapshot::from_json(String::from_utf8_lossy(&out.stdout).trim())
-        .expect("stats JSON");
-    snapshot.transport.kind
+    stats_of(mnt).transport.kind
 }
 
 /// Ordinary work through the mount: a lower file read, copied up and renamed, new files
@@ -91,16 +79,7 @@ fn io_uring_on_fails_clearly_where_the_kernel_does_not_offer_it() {
         return;
     }
     let l = Layers::new(1);
-    let out = Command::new(cowfs_bin())
-        .arg("mount")
-        .arg(l.lower(0))
-        .arg(&l.upper)
-        .arg(&l.mnt)
-        .arg("--workdir")
-        .arg(&l.work)
-        .args(["-o", "io_uring=on"])
-        .output()
-        .expect("run cowfs mount");
+    let out = l.try_mount_with(&["-o", "io_uring=on"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         let _ = Command::new("umount").arg(&l.mnt).status();
@@ -117,14 +96,7 @@ fn io_uring_on_fails_clearly_where_the_kernel_does_not_offer_it() {
 #[test]
 fn a_bad_io_uring_value_is_refused_before_anything_is_mounted() {
     let l = Layers::new(1);
-    let out = Command::new(cowfs_bin())
-        .arg("mount")
-        .arg(l.lower(0))
-        .arg(&l.upper)
-        .arg(&l.mnt)
-        .args(["-o", "io_uring=sometimes"])
-        .output()
-        .expect("run cowfs mount");
+    let out = l.try_mount_with(&["-o", "io_uring=sometimes"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -264,6 +264,21 @@ impl Layers {
         )
     }
 
+    /// `cowfs mount LOWERS UPPER MNT --workdir WORK EXTRA...` in the background, as a user runs
+    /// it, for its exit status and messages (a mount it made is the caller's to undo).
+    pub fn try_mount_with(&self, extra: &[&str]) -> std::process::Output {
+        Command::new(cowfs_bin())
+            .arg("mount")
+            .arg(self.lowerdir_arg())
+            .arg(&self.upper)
+            .arg(&self.mnt)
+            .arg("--workdir")
+            .arg(&self.work)
+            .args(extra)
+            .output()
+            .expect("run cowfs mount")
+    }
+
     /// Read-only: `cowfs mount LOWERS MNT --foreground`.
     pub fn mount_ro(&self) -> CowfsMount {
         let args: Vec<OsString> = vec![

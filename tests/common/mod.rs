@@ -17,6 +17,7 @@ mod loopfs;
 mod mount;
 mod mountinfo;
 mod snapshot;
+mod stats;
 mod sys;
 
 // Each test crate uses only part of the harness.
@@ -34,5 +35,7 @@ pub use mount::*;
 pub use mountinfo::*;
 #[allow(unused_imports)]
 pub use snapshot::*;
+#[allow(unused_imports)]
+pub use stats::*;
 #[allow(unused_imports)]
 pub use sys::*;

@@ -1,7 +1,7 @@
 //! The kernel's FUSE ABI (include/uapi/linux/fuse.h, protocol 7.x): the
 //! opcodes, flags and struct layouts cowfs reads and writes, as byte
-//! readers and writers (native endian, the kernel's layout), with no
-//! `unsafe` and no struct casts.
+//! readers and writers (native endian, the kernel's layout): safe code
+//! only, no struct casts.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
