@@ -219,9 +219,14 @@ fn transport_of(plan: &MountPlan, settings: &RunSettings) -> SetupResult<fuse_ad
             Err(_) => fuse_adapter::IoUring::Auto,
         },
     };
+    let poll = plan.options.poll_us.map_or(
+        fuse_adapter::PollWindow::DEFAULT,
+        fuse_adapter::PollWindow::micros,
+    );
     Ok(fuse_adapter::Transport {
         threads: settings.threads,
         io_uring,
+        poll,
     })
 }
 

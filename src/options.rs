@@ -30,6 +30,9 @@ pub struct MountOptions {
     pub metacopy: bool,
     /// `fd_cache=N`: how many O_PATH fds cowfs keeps open for reuse.
     pub fd_cache: Option<usize>,
+    /// `poll_us=N`: how many microseconds a request thread polls for the
+    /// next request before it sleeps (`None`: cowfs's default; 0: never).
+    pub poll_us: Option<u64>,
     /// `static_nlink`: merged dirs report a link count of 1.
     pub static_nlink: bool,
     /// `passthrough=off` keeps all file I/O in the daemon.
@@ -50,6 +53,10 @@ pub struct MountOptions {
     pub ignored: Vec<String>,
     pub unknown: Vec<String>,
 }
+
+/// The longest poll window `poll_us=` takes: past a millisecond, polling
+/// would only burn CPU time (a caller's next request comes well within it).
+const MAX_POLL_US: u64 = 1000;
 
 /// Options accepted for compatibility that change nothing here.
 const ACCEPTED: &[&str] = &[
@@ -160,6 +167,18 @@ fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
                     return Err(format!("option 'fd_cache' out of range (16..1048576): {n}"));
                 }
                 out.fd_cache = Some(n);
+            }
+            "poll_us" => {
+                let v = need(value)?;
+                let n: u64 = v.parse().map_err(|_| {
+                    format!("option 'poll_us' needs a number of microseconds, not '{v}'")
+                })?;
+                if n > MAX_POLL_US {
+                    return Err(format!(
+                        "option 'poll_us' out of range (0..{MAX_POLL_US}): {n}"
+                    ));
+                }
+                out.poll_us = Some(n);
             }
             "passthrough" => {
                 let value = need(value)?;
@@ -321,6 +340,15 @@ mod tests {
         assert_eq!(root.ownership.squash_uid, Some(5), "squash_to_uid wins");
         assert!(parse(&["uidmapping=1:2".into()]).is_err());
         assert!(parse(&["xattr_permissions=3".into()]).is_err());
+    }
+
+    #[test]
+    fn poll_us_is_bounded() {
+        assert_eq!(parse(&["poll_us=0".into()]).unwrap().poll_us, Some(0));
+        assert_eq!(parse(&["poll_us=250".into()]).unwrap().poll_us, Some(250));
+        assert_eq!(parse(&[]).unwrap().poll_us, None);
+        assert!(parse(&["poll_us=5000".into()]).is_err());
+        assert!(parse(&["poll_us=soon".into()]).is_err());
     }
 
     #[test]

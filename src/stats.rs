@@ -156,6 +156,9 @@ pub struct Transport {
     pub kind: String,
     /// Request threads.
     pub threads: u32,
+    /// How long a thread polls for the next request before it sleeps.
+    #[serde(default)]
+    pub poll_us: u64,
 }
 
 /// The counters of one mount.
@@ -169,6 +172,7 @@ pub struct Stats {
     whiteouts: AtomicU64,
     opaque_dirs: AtomicU64,
     passthrough_files: AtomicU64,
+    found_polling: AtomicU64,
     transport: OnceLock<Transport>,
 }
 
@@ -193,6 +197,7 @@ impl Default for Stats {
             whiteouts: AtomicU64::new(0),
             opaque_dirs: AtomicU64::new(0),
             passthrough_files: AtomicU64::new(0),
+            found_polling: AtomicU64::new(0),
             transport: OnceLock::new(),
         }
     }
@@ -271,6 +276,11 @@ impl Stats {
             });
     }
 
+    /// Counts a request a thread found while polling (no wake-up).
+    pub fn request_found_polling(&self) {
+        self.found_polling.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records how the mount talks to the kernel (once, at start).
     pub fn set_transport(&self, transport: Transport) {
         let _ = self.transport.set(transport);
@@ -309,7 +319,9 @@ impl Stats {
             transport: self.transport.get().cloned().unwrap_or(Transport {
                 kind: "none".into(),
                 threads: 0,
+                poll_us: 0,
             }),
+            found_polling: load(&self.found_polling),
             requests,
             copy_ups: CopyUpFigures {
                 count: load(&self.copy_ups),
@@ -378,6 +390,9 @@ pub struct Snapshot {
     pub pid: u32,
     pub uptime_ms: u64,
     pub transport: Transport,
+    /// Requests a thread found while polling, without sleeping for them.
+    #[serde(default)]
+    pub found_polling: u64,
     /// Operations served at least once, by name.
     pub requests: BTreeMap<String, OpFigures>,
     pub copy_ups: CopyUpFigures,
@@ -406,11 +421,13 @@ impl Snapshot {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "cowfs stats {mountpoint}: pid {}, up {}, transport {} ({} threads)",
+            "cowfs stats {mountpoint}: pid {}, up {}, transport {} ({} threads, polling {} µs: {} requests found so)",
             self.pid,
             duration(self.uptime_ms.saturating_mul(1_000_000)),
             self.transport.kind,
-            self.transport.threads
+            self.transport.threads,
+            self.transport.poll_us,
+            self.found_polling
         );
         let _ = writeln!(
             out,

@@ -373,3 +373,43 @@ fn watch_repeats_until_interrupted_or_the_reader_goes() {
     assert!(err.is_empty(), "stderr: {err}");
     m.unmount();
 }
+
+/// Readdirplus only where lookups follow: a listing alone (getdents, no stat) of a big cold
+/// dir has the daemon stat and look up only the names of the kernel's first chunk; the rest
+/// come as plain READDIR. The numbers plain entries carry are the ones stat shows after.
+#[test]
+fn a_listing_alone_looks_up_only_its_first_chunk() {
+    use std::os::unix::fs::DirEntryExt;
+    const NAMES: usize = 3000;
+    let l = Layers::new(2);
+    for i in 0..NAMES {
+        // Spread over both layers, as merged dirs are.
+        write_file(&l.lower(i % 2).join(format!("big/n{i:05}")), b"x");
+    }
+    let m = l.mount();
+    let listed: Vec<(String, u64)> = fs::read_dir(m.mnt.join("big"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().into_string().unwrap(), e.ino())
+        })
+        .collect();
+    assert_eq!(listed.len(), NAMES);
+    let after_listing = stats_of(&m.mnt);
+    assert!(
+        count(&after_listing, "readdir") >= 1,
+        "no plain READDIR: {:?}",
+        after_listing.requests.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        after_listing.tables.inodes < (NAMES / 2) as u64,
+        "{} inodes after listing {NAMES} names",
+        after_listing.tables.inodes
+    );
+    // Then every name stats, with the number its entry carried.
+    for (name, ino) in &listed {
+        let meta = fs::symlink_metadata(m.mnt.join("big").join(name)).unwrap();
+        assert_eq!(meta.ino(), *ino, "{name}: d_ino and st_ino differ");
+    }
+    assert!(stats_of(&m.mnt).tables.inodes >= NAMES as u64);
+}

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Layers, mounts_under, stats_of, write_file};
+use crate::common::{Layers, lgetxattr, mounts_under, stats_of, write_file};
 
 fn io_uring_offered() -> bool {
     fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y")
@@ -21,6 +21,7 @@ fn transport_of(mnt: &Path) -> String {
 /// Ordinary work through the mount: a lower file read, copied up and renamed, new files
 /// listed, removed.
 fn exercise(mnt: &Path) {
+    let names_before = fs::read_dir(mnt).unwrap().count();
     assert_eq!(
         fs::read(mnt.join("lower.txt")).unwrap(),
         b"from the lower layer"
@@ -34,7 +35,7 @@ fn exercise(mnt: &Path) {
     assert_eq!(fs::read(mnt.join("big")).unwrap(), big);
     fs::rename(mnt.join("lower.txt"), mnt.join("renamed.txt")).unwrap();
     let names = fs::read_dir(mnt).unwrap().count();
-    assert_eq!(names, 52);
+    assert_eq!(names, names_before + 51);
     for i in 0..50 {
         assert_eq!(
             fs::metadata(mnt.join(format!("new{i}"))).unwrap().size(),
@@ -104,4 +105,50 @@ fn a_bad_io_uring_value_is_refused_before_anything_is_mounted() {
         "stderr: {stderr}"
     );
     assert!(mounts_under(&l.root).is_empty());
+}
+
+/// Uncached requests one after another: getxattr of a lower file, which the kernel asks the
+/// daemon every time.
+fn burst_of_requests(mnt: &Path, n: usize) {
+    let path = mnt.join("steady.txt");
+    for _ in 0..n {
+        let absent = lgetxattr(&path, "user.none").unwrap_err();
+        assert_eq!(absent.raw_os_error(), Some(libc::ENODATA));
+    }
+}
+
+#[test]
+fn request_threads_poll_for_the_next_request_within_the_window_only() {
+    let l = Layers::new(1);
+    write_file(&l.lower(0).join("lower.txt"), b"from the lower layer");
+    write_file(&l.lower(0).join("steady.txt"), b"listed, never changed");
+
+    let polling = l.mount_with(&["-o", "poll_us=1000"]);
+    assert_eq!(stats_of(&polling.mnt).transport.poll_us, 1000);
+    burst_of_requests(&polling.mnt, 3000);
+    let found = stats_of(&polling.mnt).found_polling;
+    // Each getxattr comes within microseconds of the last answer; even on a busy machine
+    // (where a thread stops polling once another task wants its CPU) some are found awake.
+    assert!(found > 0, "no request of 3000 found while polling");
+    exercise(&polling.mnt);
+    drop(polling);
+
+    let sleeping = l.mount_with(&["-o", "poll_us=0"]);
+    burst_of_requests(&sleeping.mnt, 500);
+    let figures = stats_of(&sleeping.mnt);
+    assert_eq!(figures.transport.poll_us, 0);
+    assert_eq!(figures.found_polling, 0, "poll_us=0 polled");
+    assert!(figures.requests["getxattr"].count >= 500);
+}
+
+#[test]
+fn a_bad_poll_window_is_refused_before_anything_is_mounted() {
+    let l = Layers::new(1);
+    for bad in ["poll_us=2000", "poll_us=soon", "poll_us=-1"] {
+        let out = l.try_mount_with(&["-o", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} mounted");
+        assert!(stderr.contains("'poll_us'"), "{bad}: stderr: {stderr}");
+        assert!(mounts_under(&l.root).is_empty());
+    }
 }

@@ -4,9 +4,10 @@
 //! what the kernel still sends through the device (forgets, interrupts).
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use super::poll::PollWindow;
 use super::wire::abi::{self, ArgReader, ArgWriter};
 use super::wire::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
 use crate::sys;
@@ -161,12 +162,24 @@ fn split(request: &[u8]) -> Option<(InHeader, &[u8], &[u8])> {
     Some((header, op_in, payload))
 }
 
-/// Serves requests read from `fd` until the mount is gone.
-pub fn serve_device(fd: Arc<OwnedFd>, dispatch: &dyn Dispatch) -> std::io::Result<()> {
+/// Serves requests read from `fd` until the mount is gone; after each
+/// answer it polls for the next request for `poll` before it sleeps.
+pub fn serve_device(
+    fd: Arc<OwnedFd>,
+    dispatch: &dyn Dispatch,
+    poll: PollWindow,
+) -> std::io::Result<()> {
     let channel: Arc<dyn ReplyChannel> = Arc::new(DevChannel::new(fd.clone()));
     let mut buf = vec![0u8; BUFFER_SIZE];
     loop {
-        let len = match sys::read_request(fd.as_fd(), &mut buf) {
+        let read = match poll_for_request(fd.as_fd(), &mut buf, poll) {
+            Some(polled) => {
+                dispatch.found_polling();
+                polled
+            }
+            None => sys::read_request(fd.as_fd(), &mut buf),
+        };
+        let len = match read {
             Ok(len) => len,
             Err(sys::Errno::NODEV) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -180,12 +193,36 @@ pub fn serve_device(fd: Arc<OwnedFd>, dispatch: &dyn Dispatch) -> std::io::Resul
     }
 }
 
+/// Tries non-blocking reads of `fd` for the poll window: `None` when
+/// none found a request (the caller then sleeps in a blocking read).
+fn poll_for_request(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    poll: PollWindow,
+) -> Option<sys::SysResult<usize>> {
+    if poll.is_off() || sys::set_nonblocking(fd, true).is_err() {
+        return None;
+    }
+    let polled = poll.poll(|| match sys::try_read_request(fd, buf) {
+        Ok(None) => None,
+        Ok(Some(len)) => Some(Ok(len)),
+        Err(e) => Some(Err(e)),
+    });
+    match sys::set_nonblocking(fd, false) {
+        Ok(()) => polled,
+        // A request read is served all the same; else the thread ends: left
+        // non-blocking, its sleeping reads would spin.
+        Err(e) => polled.or(Some(Err(e))),
+    }
+}
+
 /// Starts `threads` request threads on `dev`, each on its own clone of the
 /// fd (the first on `dev` itself), and returns their handles.
 pub fn spawn_device_threads(
     dev: &Arc<OwnedFd>,
     dispatch: Arc<dyn Dispatch>,
     threads: usize,
+    poll: PollWindow,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
     let mut handles = Vec::with_capacity(threads);
     for index in 0..threads.max(1) {
@@ -197,7 +234,7 @@ pub fn spawn_device_threads(
         let dispatch = dispatch.clone();
         let handle = std::thread::Builder::new()
             .name(format!("cowfs-req-{index}"))
-            .spawn(move || serve_device(fd, &*dispatch))?;
+            .spawn(move || serve_device(fd, &*dispatch, poll))?;
         handles.push(handle);
     }
     Ok(handles)

@@ -16,6 +16,10 @@ use crate::error::Errno;
 use crate::stats::Op;
 
 impl Dispatch for CowFs {
+    fn found_polling(&self) {
+        self.overlay.stats().request_found_polling();
+    }
+
     fn dispatch(
         &self,
         header: &InHeader,

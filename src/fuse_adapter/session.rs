@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use super::CowFs;
 use super::dev::{self, DevChannel, Negotiated};
+use super::poll::PollWindow;
 use super::uring::{RingConfig, Rings};
 use super::wire::Dispatch;
 use super::wire::abi;
@@ -45,6 +46,9 @@ pub struct Transport {
     /// over the queues, one queue per CPU).
     pub threads: usize,
     pub io_uring: IoUring,
+    /// How long a request thread polls for the next request after an
+    /// answer before it sleeps (`-o poll_us=`).
+    pub poll: PollWindow,
 }
 
 /// A FUSE session serving one mount.
@@ -121,13 +125,14 @@ pub fn serve(
     tell_kernel_of_attr_changes(&overlay, &dev_fuse);
     let fs: Arc<dyn Dispatch> = Arc::new(fs);
     let rings = start_rings(&dev_fuse, &fs, &negotiated, transport)?;
-    let device_threads = match &rings {
-        // Forgets and interrupts still come through /dev/fuse.
-        Some(_) => 1,
-        None => transport.threads,
+    let (device_threads, device_poll) = match &rings {
+        // Forgets and interrupts still come through /dev/fuse: no caller
+        // waits on them, nothing to poll for.
+        Some(_) => (1, PollWindow::OFF),
+        None => (transport.threads, transport.poll),
     };
-    let threads = dev::spawn_device_threads(&dev_fuse, fs, device_threads)?;
-    record_transport(&overlay, threads.len(), rings.as_ref());
+    let threads = dev::spawn_device_threads(&dev_fuse, fs, device_threads, device_poll)?;
+    record_transport(&overlay, threads.len(), rings.as_ref(), transport.poll);
     Ok(Session { threads, rings })
 }
 
@@ -172,6 +177,7 @@ fn start_rings(
     }
     let mut config = RingConfig::for_this_machine(negotiated.max_write, negotiated.max_pages)?;
     config.threads_per_queue = transport.threads.div_ceil(config.queues.max(1)).max(1);
+    config.poll = transport.poll;
     match Rings::start(dev_fuse.clone(), fs.clone(), config) {
         Ok(rings) => Ok(Some(rings)),
         Err(e) if transport.io_uring == IoUring::Auto => {
@@ -185,7 +191,12 @@ fn start_rings(
 /// Says in the mount's figures how requests reach it: through io_uring
 /// queues, or read by each request thread from its own clone of the
 /// /dev/fuse fd.
-fn record_transport(overlay: &Overlay, device_threads: usize, rings: Option<&Rings>) {
+fn record_transport(
+    overlay: &Overlay,
+    device_threads: usize,
+    rings: Option<&Rings>,
+    poll: PollWindow,
+) {
     let (kind, threads) = match rings {
         Some(rings) => ("io_uring", rings.threads()),
         None => ("/dev/fuse read", device_threads),
@@ -193,6 +204,7 @@ fn record_transport(overlay: &Overlay, device_threads: usize, rings: Option<&Rin
     overlay.stats().set_transport(crate::stats::Transport {
         kind: kind.into(),
         threads: u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
+        poll_us: u64::try_from(poll.as_micros()).unwrap_or(u64::MAX),
     });
 }
 

@@ -34,6 +34,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
+use super::poll::PollWindow;
 use super::wire::channel::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
 use crate::sys::Errno;
 use crate::sys::uring::{self as sys_uring, Completion, FuseRing, IN_OUT_SIZE, OP_IN_SIZE};
@@ -49,6 +50,8 @@ pub struct RingConfig {
     /// Bytes of an entry's payload buffer: at least the kernel's
     /// `max_payload_sz` (see `payload_size`), or REGISTER is refused.
     pub max_payload: usize,
+    /// How long a thread polls its ring before it waits in the kernel.
+    pub poll: PollWindow,
 }
 
 impl RingConfig {
@@ -60,6 +63,7 @@ impl RingConfig {
             threads_per_queue: 2,
             depth: 1,
             max_payload: RingConfig::payload_size(max_write, max_pages),
+            poll: PollWindow::DEFAULT,
         })
     }
 
@@ -289,6 +293,7 @@ impl QueueThread {
             retries: vec![0; replies.len()],
             live: replies.len(),
             qid,
+            poll: self.config.poll,
         };
         let registered = server.register();
         let refused = registered.is_err();
@@ -308,6 +313,8 @@ struct Server<'a> {
     /// Entries the kernel has not ended yet.
     live: usize,
     qid: u16,
+    /// How long to poll for the next request before waiting in the kernel.
+    poll: PollWindow,
 }
 
 impl Server<'_> {
@@ -334,7 +341,15 @@ impl Server<'_> {
 
     fn serve(&mut self) {
         while self.live > 0 {
-            if let Err(e) = self.ring.submit_and_wait() {
+            let polled = self.poll.poll(|| match self.ring.poll_completions() {
+                Ok(true) => Some(()),
+                Ok(false) => None,
+                // The wait below meets the error again and reports it.
+                Err(_) => Some(()),
+            });
+            if polled.is_some() {
+                self.dispatch.found_polling();
+            } else if let Err(e) = self.ring.submit_and_wait() {
                 // The entries the kernel holds stay allocated (FuseRing
                 // leaks them); their requests end with the connection.
                 tracing::error!(

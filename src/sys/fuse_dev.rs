@@ -34,6 +34,31 @@ pub fn read_request(dev: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
     }
 }
 
+/// One read of a request from a `/dev/fuse` fd set non-blocking:
+/// `Ok(None)` when none is waiting.
+pub fn try_read_request(dev: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<Option<usize>> {
+    loop {
+        match rustix::io::read(dev, &mut *buf) {
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::NOENT | Errno::INTR) => continue,
+            result => return result.map(Some),
+        }
+    }
+}
+
+/// Makes reads of `dev` return EAGAIN instead of sleeping (`on`), or sleep
+/// again. Sleeping reads are the kernel's exclusive waiters, woken one per
+/// request; poll(2) waiters would all be woken by every request.
+pub fn set_nonblocking(dev: BorrowedFd<'_>, on: bool) -> SysResult<()> {
+    let flags = rustix::fs::fcntl_getfl(dev)?;
+    let flags = if on {
+        flags | OFlags::NONBLOCK
+    } else {
+        flags - OFlags::NONBLOCK
+    };
+    rustix::fs::fcntl_setfl(dev, flags)
+}
+
 /// Writes one answer (or notification) in one `writev`, as the device needs.
 pub fn write_reply(dev: BorrowedFd<'_>, pieces: &[IoSlice<'_>]) -> SysResult<()> {
     rustix::io::writev(dev, pieces).map(drop)

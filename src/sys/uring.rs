@@ -59,6 +59,9 @@ const PAYLOAD_SZ_AT: usize = ENT_IN_OUT_AT + 16;
 /// `enum fuse_uring_cmd` (include/uapi/linux/fuse.h), the SQE's `cmd_op`.
 const FUSE_IO_URING_CMD_REGISTER: u32 = 1;
 const FUSE_IO_URING_CMD_COMMIT_AND_FETCH: u32 = 2;
+/// `IORING_ENTER_GETEVENTS`: io_uring_enter runs deferred task work and
+/// reaps completions (the io-uring crate keeps its constants private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Where `len` sits in `struct io_uring_sqe` (after `opcode`, `flags`,
 /// `ioprio`, `fd`, `off`, `addr`).
@@ -272,6 +275,27 @@ impl FuseRing {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             other => other.map(drop),
         }
+    }
+
+    /// Hands the queued commands to the kernel and has it run the deferred
+    /// task work (which copies requests into entries) without waiting:
+    /// whether a CQE is there now.
+    pub fn poll_completions(&mut self) -> io::Result<bool> {
+        let queued = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
+        // SAFETY: io_uring_enter with no argument struct (`None`, size 0);
+        // the SQEs it consumes were pushed through the safe queue API and
+        // point at buffers this ring owns for as long as the kernel holds them.
+        let entered = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
+        };
+        match entered {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        Ok(!self.ring.completion().is_empty())
     }
 
     /// The next CQE, if one is there; its entry is this side's again.

@@ -71,4 +71,8 @@ pub trait Dispatch: Send + Sync {
         payload: &[u8],
         reply: Arc<dyn ReplyChannel>,
     );
+
+    /// Told when a transport found a request while polling for it, where
+    /// it would otherwise have slept (for the mount's figures).
+    fn found_polling(&self) {}
 }
