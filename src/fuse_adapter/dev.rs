@@ -6,8 +6,9 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::poll::PollWindow;
+use super::poll::{PollWindow, Poller};
 use super::wire::abi::{self, ArgReader, ArgWriter};
 use super::wire::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
 use crate::sys;
@@ -171,13 +172,19 @@ pub fn serve_device(
 ) -> std::io::Result<()> {
     let channel: Arc<dyn ReplyChannel> = Arc::new(DevChannel::new(fd.clone()));
     let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut poller = Poller::new(poll);
     loop {
-        let read = match poll_for_request(fd.as_fd(), &mut buf, poll) {
+        let answered = Instant::now();
+        let read = match poll_for_request(fd.as_fd(), &mut buf, &mut poller, answered) {
             Some(polled) => {
                 dispatch.found_polling();
                 polled
             }
-            None => sys::read_request(fd.as_fd(), &mut buf),
+            None => {
+                let read = sys::read_request(fd.as_fd(), &mut buf);
+                poller.slept(answered.elapsed());
+                read
+            }
         };
         let len = match read {
             Ok(len) => len,
@@ -193,17 +200,18 @@ pub fn serve_device(
     }
 }
 
-/// Tries non-blocking reads of `fd` for the poll window: `None` when
+/// Tries non-blocking reads of `fd` for the poller's window: `None` when
 /// none found a request (the caller then sleeps in a blocking read).
 fn poll_for_request(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-    poll: PollWindow,
+    poller: &mut Poller,
+    answered: Instant,
 ) -> Option<sys::SysResult<usize>> {
-    if poll.is_off() || sys::set_nonblocking(fd, true).is_err() {
+    if !poller.polls() || sys::set_nonblocking(fd, true).is_err() {
         return None;
     }
-    let polled = poll.poll(|| match sys::try_read_request(fd, buf) {
+    let polled = poller.poll(answered, || match sys::try_read_request(fd, buf) {
         Ok(None) => None,
         Ok(Some(len)) => Some(Ok(len)),
         Err(e) => Some(Err(e)),

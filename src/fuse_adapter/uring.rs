@@ -31,10 +31,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::poll::PollWindow;
+use super::poll::{PollWindow, Poller};
 use super::wire::channel::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
 use crate::sys::Errno;
 use crate::sys::uring::{self as sys_uring, Completion, FuseRing, IN_OUT_SIZE, OP_IN_SIZE};
@@ -340,23 +341,30 @@ impl Server<'_> {
     }
 
     fn serve(&mut self) {
+        let mut poller = Poller::new(self.poll);
         while self.live > 0 {
-            let polled = self.poll.poll(|| match self.ring.poll_completions() {
-                Ok(true) => Some(()),
-                Ok(false) => None,
-                // The wait below meets the error again and reports it.
-                Err(_) => Some(()),
+            let answered = Instant::now();
+            let ring = &mut *self.ring;
+            // An error ends the poll; the wait below meets it again and
+            // reports it.
+            let polled = poller.poll(answered, || {
+                ring.poll_completions()
+                    .is_ok_and(|found| found)
+                    .then_some(())
             });
             if polled.is_some() {
                 self.dispatch.found_polling();
-            } else if let Err(e) = self.ring.submit_and_wait() {
-                // The entries the kernel holds stay allocated (FuseRing
-                // leaks them); their requests end with the connection.
-                tracing::error!(
-                    "io_uring queue {}: waiting failed, the thread ends: {e}",
-                    self.qid
-                );
-                return;
+            } else {
+                if let Err(e) = self.ring.submit_and_wait() {
+                    // The entries the kernel holds stay allocated (FuseRing
+                    // leaks them); their requests end with the connection.
+                    tracing::error!(
+                        "io_uring queue {}: waiting failed, the thread ends: {e}",
+                        self.qid
+                    );
+                    return;
+                }
+                poller.slept(answered.elapsed());
             }
             while let Some(completion) = self.ring.next_completion() {
                 self.handle(completion);
