@@ -341,7 +341,7 @@ impl Server<'_> {
     }
 
     fn serve(&mut self) {
-        let mut poller = Poller::new(self.poll);
+        let mut poller = Poller::fixed(self.poll);
         while self.live > 0 {
             let answered = Instant::now();
             let ring = &mut *self.ring;
