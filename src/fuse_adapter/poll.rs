@@ -41,10 +41,6 @@ impl PollWindow {
         }
     }
 
-    pub fn is_off(&self) -> bool {
-        self.max.is_zero()
-    }
-
     pub fn as_micros(&self) -> u128 {
         self.max.as_micros()
     }

@@ -354,17 +354,14 @@ impl Server<'_> {
             });
             if polled.is_some() {
                 self.dispatch.found_polling();
-            } else {
-                if let Err(e) = self.ring.submit_and_wait() {
-                    // The entries the kernel holds stay allocated (FuseRing
-                    // leaks them); their requests end with the connection.
-                    tracing::error!(
-                        "io_uring queue {}: waiting failed, the thread ends: {e}",
-                        self.qid
-                    );
-                    return;
-                }
-                poller.slept(answered.elapsed());
+            } else if let Err(e) = self.ring.submit_and_wait() {
+                // The entries the kernel holds stay allocated (FuseRing
+                // leaks them); their requests end with the connection.
+                tracing::error!(
+                    "io_uring queue {}: waiting failed, the thread ends: {e}",
+                    self.qid
+                );
+                return;
             }
             while let Some(completion) = self.ring.next_completion() {
                 self.handle(completion);
