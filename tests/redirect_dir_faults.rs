@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
@@ -31,13 +30,7 @@ fn a_failed_step_of_a_whole_dir_copy_leaves_the_dir_as_it_was() {
         let faults: PathBuf = l.root.join("faults");
         fs::write(&faults, "").unwrap();
         let m = CowfsMount::spawn(
-            Command::new(cowfs_bin())
-                .arg("mount")
-                .arg(l.lowerdir_arg())
-                .arg(&l.upper)
-                .arg(&l.mnt)
-                .arg("--workdir")
-                .arg(&l.work)
+            l.mount_command()
                 .arg("--foreground")
                 .args(["-o", "redirect_dir=off"])
                 .env("COWFS_FAULT_FILE", &faults),

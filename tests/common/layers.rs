@@ -264,16 +264,23 @@ impl Layers {
         )
     }
 
-    /// `cowfs mount LOWERS UPPER MNT --workdir WORK EXTRA...` in the background, as a user runs
-    /// it, for its exit status and messages (a mount it made is the caller's to undo).
-    pub fn try_mount_with(&self, extra: &[&str]) -> std::process::Output {
-        Command::new(cowfs_bin())
+    /// `cowfs mount LOWERS UPPER MNT --workdir WORK` of these layers, for the caller's options.
+    pub fn mount_command(&self) -> Command {
+        let mut command = Command::new(cowfs_bin());
+        command
             .arg("mount")
             .arg(self.lowerdir_arg())
             .arg(&self.upper)
             .arg(&self.mnt)
             .arg("--workdir")
-            .arg(&self.work)
+            .arg(&self.work);
+        command
+    }
+
+    /// `cowfs mount LOWERS UPPER MNT --workdir WORK EXTRA...` in the background, as a user runs
+    /// it, for its exit status and messages (a mount it made is the caller's to undo).
+    pub fn try_mount_with(&self, extra: &[&str]) -> std::process::Output {
+        self.mount_command()
             .args(extra)
             .output()
             .expect("run cowfs mount")
