@@ -25,7 +25,7 @@ function __fish_cowfs_using_subcommand
 end
 
 complete -c cowfs -n "__fish_cowfs_needs_command" -l workdir -d 'Work dir on the upper\'s filesystem [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]' -r -F
-complete -c cowfs -n "__fish_cowfs_needs_command" -s o -d 'Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=, passthrough=on|off|all, io_uring=auto|on|off, ... (see cowfs(1))' -r
+complete -c cowfs -n "__fish_cowfs_needs_command" -s o -d 'Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=, passthrough=on|off|all, io_uring=auto|on|off, open=daemon|kernel, ... (see cowfs(1))' -r
 complete -c cowfs -n "__fish_cowfs_needs_command" -l threads -d 'Threads serving requests [default: 2 per CPU, at least 4]' -r
 complete -c cowfs -n "__fish_cowfs_needs_command" -l log-level -d 'Log level (overrides RUST_LOG)' -r -f -a "off\t''
 error\t''
@@ -45,7 +45,7 @@ complete -c cowfs -n "__fish_cowfs_needs_command" -a "export" -d 'Write an upper
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "generate" -d 'Print the man page (man) or a shell\'s completion script (bash, zsh, fish) on stdout'
 complete -c cowfs -n "__fish_cowfs_needs_command" -a "stats" -d 'Show the live figures of a cowfs mount: requests per operation, copy-ups, whiteouts, table sizes'
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l workdir -d 'Work dir on the upper\'s filesystem [default: <dir of UPPER>/.<name of UPPER>.cowfs-work]' -r -F
-complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -s o -d 'Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=, passthrough=on|off|all, io_uring=auto|on|off, ... (see cowfs(1))' -r
+complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -s o -d 'Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=, passthrough=on|off|all, io_uring=auto|on|off, open=daemon|kernel, ... (see cowfs(1))' -r
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l threads -d 'Threads serving requests [default: 2 per CPU, at least 4]' -r
 complete -c cowfs -n "__fish_cowfs_using_subcommand mount" -l log-level -d 'Log level (overrides RUST_LOG)' -r -f -a "off\t''
 error\t''

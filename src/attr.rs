@@ -85,7 +85,12 @@ impl Overlay {
             return self.attr_of(inode);
         }
         let Some(open) = self.handles().open_on(inode) else {
-            return self.attr_of(inode);
+            // Opened by the kernel alone (`open=kernel`), or not open.
+            let mut attr = self.attr_of(inode)?;
+            if inode.kind != FileType::Directory {
+                attr.stat.st_nlink = 0;
+            }
+            return Ok(attr);
         };
         let mut stat = sys::fstat(open.fd().as_fd())?;
         if inode.kind != FileType::Directory {

@@ -91,7 +91,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Mount options: lowerdir=, upperdir=, workdir=, ro, nodev, nosuid, volatile, timeout=,
-    /// passthrough=on|off|all, io_uring=auto|on|off, ... (see cowfs(1))
+    /// passthrough=on|off|all, io_uring=auto|on|off, open=daemon|kernel, ... (see cowfs(1))
     #[arg(short = 'o', value_name = "OPT[,OPT...]", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
     /// Stay attached instead of running as a background daemon.

@@ -64,6 +64,9 @@ impl Overlay {
             return Ok(upper);
         }
         let source = inode.top().ok_or(Errno::STALE)?;
+        if inode.is_unlinked() && inode.kind == FileType::RegularFile {
+            return self.copy_up_unlinked(work, inode, &source, started);
+        }
         // The copy goes where the object shows: the dir it was found in.
         let (parent, name) = match &source.loc {
             Location::Child { parent, name } => (parent.clone(), name.clone()),
@@ -189,6 +192,46 @@ impl Overlay {
         // The copy is in place and recorded: a failure now fails the
         // operation, and a retry finds the copy instead of tripping on it.
         restored_times?;
+        Ok(upper)
+    }
+
+    /// The copy-up of a file whose last name is gone (written or changed
+    /// through an open that outlived its name): the copy gets no name
+    /// either, as the kernel's overlayfs copies such a file to a tmpfile.
+    /// It is built in the work dir like any copy, kept by its fd, and its
+    /// temp name removed; it goes when the inode goes. No sync: nothing
+    /// can find it after a crash.
+    fn copy_up_unlinked(
+        &self,
+        work: &WorkDir,
+        inode: &Arc<Inode>,
+        source: &RealRef,
+        started: std::time::Instant,
+    ) -> OpResult<RealRef> {
+        let source_fd = self.real_fd(source)?;
+        let st = sys::fstat(source_fd.as_fd())?;
+        let temp = work.temp();
+        self.build_copy(
+            work,
+            temp.name(),
+            source_fd.as_fd(),
+            source.layer,
+            &st,
+            CopyUp::Data,
+            false,
+        )?;
+        let copy = sys::open_path(work.fd(), temp.name())?;
+        let copy_st = sys::fstat(copy.as_fd())?;
+        drop(temp);
+        let upper = RealRef {
+            layer: UPPER,
+            real_ino: copy_st.st_ino,
+            loc: Location::Kept(Arc::new(copy)),
+        };
+        inode.set_upper(upper.clone(), false);
+        self.attrs_changed(inode.ino);
+        tracing::debug!(ino = inode.ino, "copied up a file with no name left");
+        self.stats().copied_up(started);
         Ok(upper)
     }
 

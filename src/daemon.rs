@@ -12,6 +12,7 @@ use crate::cli::MountPlan;
 use crate::error::{SetupError, SetupResult};
 use crate::fuse_adapter;
 use crate::layer::LayerStack;
+use crate::options::{MountOptions, OpenBy};
 use crate::overlay::{Overlay, OverlayOptions};
 use crate::privmount::LayerRoots;
 use crate::stats_socket::StatsServer;
@@ -85,6 +86,7 @@ fn set_up_and_serve(plan: MountPlan, settings: RunSettings) -> SetupResult<()> {
         metacopy: plan.options.metacopy,
         passthrough: plan.options.passthrough,
         passthrough_lower: plan.options.passthrough_lower,
+        kernel_opens: open_by(&plan.options)? == OpenBy::Kernel,
         static_nlink: plan.options.static_nlink,
         noatime: plan.options.noatime,
         redirect_dir: plan.options.redirect_dir,
@@ -206,8 +208,39 @@ impl Unmounter {
     }
 }
 
-/// Mounts the overlay and completes the FUSE handshake, so that the mount
-/// answers requests as soon as this returns.
+/// Who opens files: `-o open=`; else the daemon where an option needs the
+/// opens (`passthrough=on|all`, `strictatime`); else the `COWFS_OPEN`
+/// environment variable (which lets a test suite run whole in either
+/// mode); else the kernel.
+fn open_by(options: &MountOptions) -> SetupResult<OpenBy> {
+    match options.open {
+        // Passthrough needs the opens: a backing file is named in an open's answer.
+        Some(OpenBy::Kernel) if options.passthrough_asked => Err(SetupError::Invalid(format!(
+            "options open=kernel and passthrough={} exclude each other: a file passes through \
+             only where cowfs answers its open",
+            if options.passthrough_lower {
+                "all"
+            } else {
+                "on"
+            }
+        ))),
+        // Every read must reach cowfs to change the access time.
+        Some(OpenBy::Kernel) if options.strictatime => Err(SetupError::Invalid(
+            "options open=kernel and strictatime exclude each other: reads the page cache \
+             answers never reach cowfs to change access times"
+                .into(),
+        )),
+        Some(by) => Ok(by),
+        None if options.passthrough_asked || options.strictatime => Ok(OpenBy::Daemon),
+        None => match std::env::var("COWFS_OPEN") {
+            Ok(value) => {
+                OpenBy::parse(&value).map_err(|e| SetupError::Invalid(format!("COWFS_OPEN: {e}")))
+            }
+            Err(_) => Ok(OpenBy::default()),
+        },
+    }
+}
+
 /// How requests are to reach the daemon: `-o io_uring=`, else the
 /// `COWFS_IO_URING` environment variable, else auto.
 fn transport_of(plan: &MountPlan, settings: &RunSettings) -> SetupResult<fuse_adapter::Transport> {
@@ -230,6 +263,8 @@ fn transport_of(plan: &MountPlan, settings: &RunSettings) -> SetupResult<fuse_ad
     })
 }
 
+/// Mounts the overlay and completes the FUSE handshake, so that the mount
+/// answers requests as soon as this returns.
 fn mount(
     plan: &MountPlan,
     overlay: Arc<Overlay>,

@@ -32,7 +32,10 @@ fn real_open_flags(flags: i32) -> OFlags {
 
 /// Reopens a real file; O_NOATIME needs its owner or CAP_FOWNER, and
 /// without them (an unprivileged daemon) the file is opened without it.
-fn reopen_maybe_noatime(fd: std::os::fd::BorrowedFd<'_>, flags: OFlags) -> OpResult<OwnedFd> {
+pub(crate) fn reopen_maybe_noatime(
+    fd: std::os::fd::BorrowedFd<'_>,
+    flags: OFlags,
+) -> OpResult<OwnedFd> {
     match sys::reopen(fd, flags) {
         Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
             sys::reopen(fd, flags - OFlags::NOATIME)
@@ -109,7 +112,7 @@ impl Overlay {
     /// passthrough file use a backing file it opens with the caller's
     /// flags, which only the mount's mode reaches. (A caller's O_NOATIME is
     /// passed on: the kernel checked its right to it before the request.)
-    fn atime_flags(&self, on_upper: bool) -> OFlags {
+    pub(crate) fn atime_flags(&self, on_upper: bool) -> OFlags {
         if !on_upper || self.options.noatime {
             OFlags::NOATIME
         } else {
@@ -247,9 +250,16 @@ impl Overlay {
             let meta = sys::reopen(self.real_fd(&upper)?.as_fd(), OFlags::RDONLY)?;
             sys::fsync(meta.as_fd(), false)?;
         }
-        // The copy-up that made the file is a rename in its dir: make it last too.
-        if let Some(upper) = handle.inode.upper()
-            && let Some(parent) = upper.parent()
+        match handle.inode.upper() {
+            Some(upper) => self.sync_parent_of(&upper),
+            None => Ok(()),
+        }
+    }
+
+    /// The copy-up that made a file is a rename in its dir: an fsync of the
+    /// file makes that last too.
+    pub(crate) fn sync_parent_of(&self, upper: &crate::inode::RealRef) -> OpResult<()> {
+        if let Some(parent) = upper.parent()
             && let Some(dir) = parent.upper()
         {
             let dir_fd = sys::reopen(
@@ -292,15 +302,7 @@ impl Overlay {
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> OpResult<i64> {
         let handle = self.file(fh)?;
         let fd = self.read_fd(&handle)?;
-        let pos = match whence {
-            libc::SEEK_SET => SeekFrom::Start(offset as u64),
-            libc::SEEK_CUR => SeekFrom::Current(offset),
-            libc::SEEK_END => SeekFrom::End(offset),
-            libc::SEEK_DATA => SeekFrom::Data(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
-            libc::SEEK_HOLE => SeekFrom::Hole(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
-            _ => return Err(Errno::INVAL),
-        };
-        Ok(sys::seek(fd.as_fd(), pos)? as i64)
+        seek_in(fd.as_fd(), offset, whence)
     }
 
     pub fn copy_file_range(
@@ -326,4 +328,17 @@ impl Overlay {
             len,
         )
     }
+}
+
+/// lseek on a real open file, `whence` as the caller gave it.
+pub(crate) fn seek_in(fd: std::os::fd::BorrowedFd<'_>, offset: i64, whence: i32) -> OpResult<i64> {
+    let pos = match whence {
+        libc::SEEK_SET => SeekFrom::Start(offset as u64),
+        libc::SEEK_CUR => SeekFrom::Current(offset),
+        libc::SEEK_END => SeekFrom::End(offset),
+        libc::SEEK_DATA => SeekFrom::Data(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
+        libc::SEEK_HOLE => SeekFrom::Hole(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
+        _ => return Err(Errno::INVAL),
+    };
+    Ok(sys::seek(fd, pos)? as i64)
 }

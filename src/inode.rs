@@ -48,6 +48,11 @@ pub enum Location {
     /// An entry of the work dir's index (upper layer only): the shared
     /// upper copy of a lower file with several names.
     Index(Arc<OsStr>),
+    /// No name any more: an upper file unlinked (or renamed over) while the
+    /// kernel may still have it open, on a mount where the kernel opens
+    /// files without telling cowfs (`open=kernel`); reached through an
+    /// `O_PATH` fd kept for it until the inode goes.
+    Kept(Arc<std::os::fd::OwnedFd>),
 }
 
 /// One real object behind an overlay inode. `real_ino` lets a reopen check
@@ -254,6 +259,14 @@ impl Inode {
     /// into it any more.
     pub fn drop_lowers(&self) {
         self.layers.write().lowers.clear();
+    }
+
+    /// Its upper object loses its last name: from now on it is reached
+    /// through `fd`, which keeps it (see `Location::Kept`).
+    pub fn keep_upper(&self, fd: Arc<std::os::fd::OwnedFd>) {
+        if let Some(upper) = self.layers.write().upper.as_mut() {
+            upper.loc = Location::Kept(fd);
+        }
     }
 
     /// After a rename: the upper object now sits elsewhere.

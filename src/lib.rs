@@ -6,7 +6,8 @@
 //! kernel's inodes live in), `lookup` (resolving a name top-down), `dirmerge`
 //! (merged listings), `listing` (their offsets and the kept ones),
 //! `dirstream` (which listing a read gets), `copyup`, `namespace` (changes to names), `attr`,
-//! `fileio`, and `fuse_adapter`, the thin edge that speaks FUSE. `sys` holds
+//! `fileio` (I/O on open files; `inodeio` where the kernel opens files
+//! itself), and `fuse_adapter`, the thin edge that speaks FUSE. `sys` holds
 //! every system call wrapper and is the one module allowed unchecked code.
 
 #![deny(unsafe_code)]
@@ -31,6 +32,7 @@ pub mod handles;
 pub mod idmap;
 pub mod index;
 pub mod inode;
+pub mod inodeio;
 pub mod layer;
 pub mod layerview;
 pub mod linkgroups;

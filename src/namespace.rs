@@ -343,6 +343,9 @@ impl Overlay {
         let unlinking = last_name.then(|| victim_inode.start_unlink());
         match in_upper {
             Presence::Object(st) => {
+                if unlinking.is_some() && !is_dir {
+                    self.keep_if_open_possible(&victim_inode);
+                }
                 if lower_below {
                     self.move_out_leaving_whiteout(parent_fd.as_fd(), name)?;
                 } else if is_dir {

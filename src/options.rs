@@ -39,6 +39,12 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// `passthrough=all`: lower files open for reading pass through too.
     pub passthrough_lower: bool,
+    /// `passthrough=on` or `all` was given: passthrough asked for, which
+    /// needs `open=daemon`.
+    pub passthrough_asked: bool,
+    /// `open=kernel|daemon`: whether the kernel opens files on its own
+    /// (`None`: not given; the `COWFS_OPEN` environment variable, else kernel).
+    pub open: Option<OpenBy>,
     /// `redirect_dir=`: how a dir with lower content is renamed.
     pub redirect_dir: RedirectDir,
     /// `io_uring=auto|on|off`: how requests reach the daemon (`None`: not
@@ -52,6 +58,33 @@ pub struct MountOptions {
     /// Items cowfs accepted without acting on them, or did not know.
     pub ignored: Vec<String>,
     pub unknown: Vec<String>,
+}
+
+/// Who opens and closes files (`open=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OpenBy {
+    /// Every open and close is a request: cowfs holds the real file open
+    /// for the open file and can pass it through to the kernel.
+    Daemon,
+    /// The kernel opens and closes files without a request (FUSE's no-open
+    /// mode): reads and writes name the inode, and cowfs does them on the
+    /// real file the inode shows at that moment. No passthrough. The
+    /// default: an open, a close and a read of cached pages then cost no
+    /// round trip, as on the kernel's overlayfs.
+    #[default]
+    Kernel,
+}
+
+impl OpenBy {
+    pub fn parse(value: &str) -> Result<OpenBy, String> {
+        match value {
+            "daemon" => Ok(OpenBy::Daemon),
+            "kernel" => Ok(OpenBy::Kernel),
+            other => Err(format!(
+                "option 'open' must be kernel or daemon, not '{other}'"
+            )),
+        }
+    }
 }
 
 /// The longest poll window `poll_us=` takes: past a millisecond, polling
@@ -183,6 +216,7 @@ fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
             "passthrough" => {
                 let value = need(value)?;
                 out.passthrough_lower = value == "all";
+                out.passthrough_asked = value == "all" || value == "on";
                 out.passthrough = out.passthrough_lower
                     || on_off(key, &value).map_err(|_| {
                         format!("option 'passthrough' must be on, off or all, not '{value}'")
@@ -201,6 +235,7 @@ fn parse_items(specs: &[String]) -> Result<MountOptions, String> {
                 }
             }
             "userxattr" => out.userxattr = true,
+            "open" => out.open = Some(OpenBy::parse(&need(value)?)?),
             "io_uring" => out.io_uring = Some(IoUring::parse(&need(value)?)?),
             "metacopy" => {
                 out.metacopy = match need(value)?.as_str() {
@@ -349,6 +384,21 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().poll_us, None);
         assert!(parse(&["poll_us=5000".into()]).is_err());
         assert!(parse(&["poll_us=soon".into()]).is_err());
+    }
+
+    #[test]
+    fn open_names_who_opens_files() {
+        assert_eq!(
+            parse(&["open=kernel".into()]).unwrap().open,
+            Some(OpenBy::Kernel)
+        );
+        assert_eq!(
+            parse(&["open=daemon".into()]).unwrap().open,
+            Some(OpenBy::Daemon)
+        );
+        assert_eq!(parse(&[]).unwrap().open, None);
+        assert!(parse(&["open=sometimes".into()]).is_err());
+        assert!(parse(&["open".into()]).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::format::XattrNamespace;
 use crate::handles::Handles;
 use crate::idmap::{OverrideStat, Ownership};
 use crate::inode::{Inode, InodeTable, Layers, Location, ROOT_INO, RealRef};
+use crate::inodeio::InodeFiles;
 use crate::layer::{LayerId, LayerStack, UPPER};
 use crate::listing::DirOrder;
 use crate::stats::{Snapshot, Stats, TableFigures};
@@ -44,6 +45,9 @@ pub struct OverlayOptions {
     pub passthrough: bool,
     /// Lower files open for reading pass through too (`passthrough=all`).
     pub passthrough_lower: bool,
+    /// The kernel opens and closes files without a request (`open=kernel`):
+    /// reads and writes name an inode, not an open file of the daemon's.
+    pub kernel_opens: bool,
     /// Report 1 as the link count of every dir instead of counting.
     pub static_nlink: bool,
     /// The `noatime` mount option: reads never change access times.
@@ -64,6 +68,7 @@ impl Default for OverlayOptions {
             metacopy: false,
             passthrough: true,
             passthrough_lower: false,
+            kernel_opens: false,
             static_nlink: false,
             noatime: false,
             redirect_dir: RedirectDir::Auto,
@@ -97,6 +102,8 @@ pub struct Overlay {
     work: Option<WorkDir>,
     caps: Capabilities,
     handles: Handles,
+    /// Real files open for I/O by inode (`open=kernel`).
+    inode_files: InodeFiles,
     dir_order: DirOrder,
     /// The upper fs has said it cannot clone files (FICLONE).
     clone_unsupported: std::sync::atomic::AtomicBool,
@@ -162,6 +169,7 @@ impl Overlay {
             work,
             caps,
             handles: Handles::default(),
+            inode_files: InodeFiles::new(options.fd_cache_capacity),
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
             data_ordering,
@@ -262,6 +270,10 @@ impl Overlay {
         &self.handles
     }
 
+    pub(crate) fn inode_files(&self) -> &InodeFiles {
+        &self.inode_files
+    }
+
     pub(crate) fn dir_order(&self) -> &DirOrder {
         &self.dir_order
     }
@@ -314,6 +326,7 @@ impl Overlay {
     /// number is never answered with the old one's.
     pub(crate) fn forget_real_fd(&self, layer: LayerId, real_ino: u64) {
         self.fds.remove(layer, real_ino);
+        self.inode_files.forget(layer, real_ino);
         if layer == UPPER && !self.kept_numbers.is_empty() {
             self.kept_numbers.remove(&real_ino);
         }
@@ -358,8 +371,10 @@ impl Overlay {
     /// name from its parent (itself found the same way). Iterative, so a
     /// deep tree cannot exhaust the stack.
     pub fn real_fd(&self, target: &RealRef) -> OpResult<Arc<OwnedFd>> {
-        if let Location::Root = target.loc {
-            return self.layer_root_fd(target.layer);
+        match &target.loc {
+            Location::Root => return self.layer_root_fd(target.layer),
+            Location::Kept(fd) => return Ok(fd.clone()),
+            _ => {}
         }
         if let Some(fd) = self.fds.get(target.layer, target.real_ino) {
             return Ok(fd);
@@ -383,6 +398,11 @@ impl Overlay {
                     break fd;
                 }
                 Location::Child { parent, .. } => parent,
+                Location::Kept(fd) => {
+                    let fd = fd.clone();
+                    chain.pop();
+                    break fd;
+                }
             };
             let parent_ref = parent.in_layer(current.layer).ok_or(Errno::STALE)?;
             if let Location::Root = parent_ref.loc {
@@ -585,6 +605,7 @@ impl Overlay {
             self.inodes.shrink();
             // Most of the objects behind the cached fds were forgotten too.
             self.fds.clear();
+            self.inode_files.clear();
             sys::trim_heap();
             self.trim_mark.store(self.inodes.len(), Ordering::Relaxed);
             tracing::debug!(before = mark, after = now, "trimmed memory");

@@ -116,8 +116,8 @@ impl Overlay {
                     reversed.push(name.as_ref().to_os_string());
                     current = parent.in_layer(current.layer).ok_or(Errno::STALE)?;
                 }
-                // Lower objects are never index entries.
-                Location::Index(_) => return Err(Errno::STALE),
+                // Lower objects are never index entries, nor kept.
+                Location::Index(_) | Location::Kept(_) => return Err(Errno::STALE),
             }
         }
         reversed.reverse();

@@ -323,6 +323,9 @@ impl Overlay {
                 if let Presence::Object(st) = &target_upper
                     && st.st_nlink <= 1
                 {
+                    if let Some(t) = target.filter(|_| last_name) {
+                        self.keep_if_open_possible(t);
+                    }
                     self.forget_real_fd(crate::layer::UPPER, st.st_ino);
                 }
                 if source_lower && self.caps().rename_whiteout {

@@ -332,6 +332,16 @@ fn fsx_without_passthrough() {
 }
 
 #[test]
+fn fsx_with_opens_by_the_daemon() {
+    // Passthrough of the copied-up file, whatever the run's default.
+    run_fsx(
+        "fsx/open=daemon",
+        0xF5C0_0004,
+        &["-o", "open=daemon,passthrough=on"],
+    );
+}
+
+#[test]
 fn fsx_metacopy() {
     run_fsx("fsx/metacopy=on", 0xF5C0_0003, &["-o", "metacopy=on"]);
 }

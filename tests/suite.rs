@@ -21,6 +21,7 @@ mod durability;
 mod fsx;
 mod hostile;
 mod install;
+mod kernel_open;
 mod lifecycle;
 #[path = "core.rs"]
 mod overlay_core;

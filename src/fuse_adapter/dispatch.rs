@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use super::CowFs;
 use super::convert::set_time;
 use super::wire::abi::{self, ArgReader, GETATTR_FH, fattr, opcode};
 use super::wire::reply::{
@@ -11,6 +10,7 @@ use super::wire::reply::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 use super::wire::{Dispatch, InHeader, ReplyChannel};
+use super::{CowFs, OpenFile};
 use crate::attr::{Caller, SetAttr};
 use crate::error::Errno;
 use crate::stats::Op;
@@ -128,19 +128,23 @@ impl CowFs {
             opcode::OPEN => self.open(ino, args.i32()?, ReplyOpen::new(reply)),
             opcode::READ => {
                 let (fh, offset, size) = (args.u64()?, args.u64()?, args.u32()?);
-                self.read(fh, offset, size, ReplyData::new(reply));
+                self.read(OpenFile { ino, fh }, offset, size, ReplyData::new(reply));
             }
             opcode::WRITE => {
                 let (fh, offset, size) = (args.u64()?, args.u64()?, args.u32()?);
+                // write_flags, lock_owner, then the flags the file was opened with.
+                let (_write_flags, _lock_owner) = (args.u32()?, args.u64()?);
+                let open_flags = args.i32()?;
                 let data = payload.get(..size as usize)?;
-                self.write(fh, offset, data, ReplyWrite::new(reply));
+                let file = OpenFile { ino, fh };
+                self.write(file, offset, data, open_flags, ReplyWrite::new(reply));
             }
             opcode::STATFS => self.statfs(ReplyStatfs::new(reply)),
             opcode::RELEASE => self.release(ino, args.u64()?, ReplyEmpty::new(reply)),
             opcode::FSYNC => {
                 let (fh, flags) = (args.u64()?, args.u32()?);
                 let datasync = flags & abi::FSYNC_FDATASYNC != 0;
-                self.fsync(fh, datasync, ReplyEmpty::new(reply));
+                self.fsync(OpenFile { ino, fh }, datasync, ReplyEmpty::new(reply));
             }
             opcode::FSYNCDIR => {
                 let (_fh, flags) = (args.u64()?, args.u32()?);
@@ -179,17 +183,26 @@ impl CowFs {
             opcode::FALLOCATE => {
                 let (fh, offset, length, mode) =
                     (args.u64()?, args.u64()?, args.u64()?, args.u32()?);
-                self.fallocate(fh, offset, length, mode, ReplyEmpty::new(reply));
+                let file = OpenFile { ino, fh };
+                self.fallocate(file, offset, length, mode, ReplyEmpty::new(reply));
             }
             opcode::LSEEK => {
                 let (fh, offset, whence) = (args.u64()?, args.i64()?, args.u32()?);
-                self.lseek(fh, offset, whence as i32, ReplyLseek::new(reply));
+                let file = OpenFile { ino, fh };
+                self.lseek(file, offset, whence as i32, ReplyLseek::new(reply));
             }
             opcode::COPY_FILE_RANGE => {
-                let (fh_in, off_in, _nodeid_out) = (args.u64()?, args.u64()?, args.u64()?);
+                let (fh_in, off_in, ino_out) = (args.u64()?, args.u64()?, args.u64()?);
                 let (fh_out, off_out, len) = (args.u64()?, args.u64()?, args.u64()?);
                 let reply = ReplyWrite::new(reply);
-                self.copy_file_range((fh_in, off_in), (fh_out, off_out), len, reply);
+                let (from, to) = (
+                    OpenFile { ino, fh: fh_in },
+                    OpenFile {
+                        ino: ino_out,
+                        fh: fh_out,
+                    },
+                );
+                self.copy_file_range((from, off_in), (to, off_out), len, reply);
             }
             opcode::DESTROY => self.answer_ok(Op::Destroy, reply),
             opcode::RELEASEDIR => self.answer_ok(Op::Releasedir, reply),

@@ -39,6 +39,26 @@ use wire::reply::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 
+/// The handle number of a file the kernel opened without asking
+/// (`open=kernel`): cowfs hands out handles from 1 up, so 0 names none.
+const KERNELS_OPEN_FILE: u64 = 0;
+
+/// The open file a request names: the inode, and the handle cowfs gave
+/// the open (or `KERNELS_OPEN_FILE`).
+#[derive(Clone, Copy)]
+pub(crate) struct OpenFile {
+    pub ino: u64,
+    pub fh: u64,
+}
+
+impl OpenFile {
+    /// The inode to do the I/O on, where the kernel opened the file itself;
+    /// `None` where the daemon holds the open file.
+    fn kernels(self) -> Option<u64> {
+        (self.fh == KERNELS_OPEN_FILE).then_some(self.ino)
+    }
+}
+
 pub struct CowFs {
     overlay: Arc<Overlay>,
     ttl: Duration,
@@ -234,13 +254,19 @@ impl CowFs {
         let mut flags = init::DO_READDIRPLUS
             | init::READDIRPLUS_AUTO
             | init::PARALLEL_DIROPS
-            | init::ATOMIC_O_TRUNC
             | init::CACHE_SYMLINKS
             // The kernel enforces ACLs; umask and default ACLs are ours to apply.
             | init::POSIX_ACL
             | init::DONT_MASK;
-        // Passthrough needs CAP_SYS_ADMIN to register backing files.
+        // O_TRUNC done by OPEN, where there are opens to do it; without
+        // them the kernel truncates by SETATTR.
+        if !self.overlay.options.kernel_opens {
+            flags |= init::ATOMIC_O_TRUNC;
+        }
+        // Passthrough needs CAP_SYS_ADMIN to register backing files, and an
+        // open to name the backing file in.
         if self.overlay.options.passthrough
+            && !self.overlay.options.kernel_opens
             && crate::sys::euid() == 0
             && offered & init::PASSTHROUGH != 0
         {
@@ -399,6 +425,13 @@ impl CowFs {
     }
 
     fn open(&self, ino: u64, flags: i32, reply: ReplyOpen) {
+        if self.overlay.options.kernel_opens {
+            // ENOSYS: from now on the kernel opens and closes files itself,
+            // without OPEN or RELEASE requests, and keeps their pages
+            // (FOPEN_KEEP_CACHE is what it takes then).
+            let _timed = self.overlay.stats().request(Op::Open);
+            return reply.error(crate::sys::Errno::NOSYS);
+        }
         self.guarded(Op::Open, || {
             let opened = self.on_inode(ino, |inode| {
                 Ok((inode.clone(), self.overlay.open(inode, flags)?))
@@ -421,15 +454,27 @@ impl CowFs {
         });
     }
 
-    fn read(&self, fh: u64, offset: u64, size: u32, reply: ReplyData) {
+    fn read(&self, file: OpenFile, offset: u64, size: u32, reply: ReplyData) {
         self.guarded(Op::Read, || {
-            reply.answer(&self.ttl, self.overlay.read(fh, offset, size));
+            let data = match file.kernels() {
+                Some(ino) => {
+                    self.on_inode(ino, |inode| self.overlay.read_inode(inode, offset, size))
+                }
+                None => self.overlay.read(file.fh, offset, size),
+            };
+            reply.answer(&self.ttl, data);
         });
     }
 
-    fn write(&self, fh: u64, offset: u64, data: &[u8], reply: ReplyWrite) {
+    fn write(&self, file: OpenFile, offset: u64, data: &[u8], open_flags: i32, reply: ReplyWrite) {
         self.guarded(Op::Write, || {
-            reply.answer(&self.ttl, self.overlay.write(fh, offset, data));
+            let written = match file.kernels() {
+                Some(ino) => self.on_inode(ino, |inode| {
+                    self.overlay.write_inode(inode, offset, data, open_flags)
+                }),
+                None => self.overlay.write(file.fh, offset, data),
+            };
+            reply.answer(&self.ttl, written);
         });
     }
 
@@ -442,9 +487,13 @@ impl CowFs {
         reply.ok();
     }
 
-    fn fsync(&self, fh: u64, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, file: OpenFile, datasync: bool, reply: ReplyEmpty) {
         self.guarded(Op::Fsync, || {
-            reply.answer(&self.ttl, self.overlay.fsync(fh, datasync));
+            let synced = match file.kernels() {
+                Some(ino) => self.on_inode(ino, |inode| self.overlay.fsync_inode(inode, datasync)),
+                None => self.overlay.fsync(file.fh, datasync),
+            };
+            reply.answer(&self.ttl, synced);
         });
     }
 
@@ -573,6 +622,29 @@ impl CowFs {
                 uid: caller.uid,
                 gid: caller.gid,
             };
+            if self.overlay.options.kernel_opens {
+                // The daemon's own open of the new file: read and write, so
+                // that it serves every write that follows.
+                let new = NewObject {
+                    kind: NewKind::File {
+                        flags: crate::sys::OFlags::RDWR,
+                    },
+                    ..new
+                };
+                let made = self.on_inode(parent, |parent| {
+                    self.overlay.create_for_kernel_open(parent, name, new)
+                });
+                return match made {
+                    Ok((inode, attr)) => reply.created(
+                        &self.ttl,
+                        &file_attr(&attr),
+                        inode.generation,
+                        KERNELS_OPEN_FILE,
+                        OpenIo::Cached { keep_cache: false },
+                    ),
+                    Err(e) => reply.error(e),
+                };
+            }
             let made = self.on_inode(parent, |parent| {
                 self.overlay.create_and_open(parent, name, new)
             });
@@ -590,32 +662,54 @@ impl CowFs {
         });
     }
 
-    fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: u32, reply: ReplyEmpty) {
+    fn fallocate(&self, file: OpenFile, offset: u64, length: u64, mode: u32, reply: ReplyEmpty) {
         self.guarded(Op::Fallocate, || {
             // FALLOC_FL_* as the caller gave them.
             let mode = crate::sys::FallocateFlags::from_bits_retain(mode);
-            let allocated = self.overlay.fallocate(fh, mode, offset, length);
+            let allocated = match file.kernels() {
+                Some(ino) => self.on_inode(ino, |inode| {
+                    self.overlay.fallocate_inode(inode, mode, offset, length)
+                }),
+                None => self.overlay.fallocate(file.fh, mode, offset, length),
+            };
             reply.answer(&self.ttl, allocated);
         });
     }
 
-    fn lseek(&self, fh: u64, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(&self, file: OpenFile, offset: i64, whence: i32, reply: ReplyLseek) {
         self.guarded(Op::Lseek, || {
-            reply.answer(&self.ttl, self.overlay.lseek(fh, offset, whence));
+            let pos = match file.kernels() {
+                Some(ino) => {
+                    self.on_inode(ino, |inode| self.overlay.lseek_inode(inode, offset, whence))
+                }
+                None => self.overlay.lseek(file.fh, offset, whence),
+            };
+            reply.answer(&self.ttl, pos);
         });
     }
 
     fn copy_file_range(
         &self,
-        (fh_in, offset_in): (u64, u64),
-        (fh_out, offset_out): (u64, u64),
+        (from, offset_in): (OpenFile, u64),
+        (to, offset_out): (OpenFile, u64),
         len: u64,
         reply: ReplyWrite,
     ) {
         self.guarded(Op::CopyFileRange, || {
-            let copied = self
-                .overlay
-                .copy_file_range(fh_in, offset_in, fh_out, offset_out, len);
+            let copied = match (from.kernels(), to.kernels()) {
+                (Some(from), Some(to)) => self.on_inode(from, |from| {
+                    let to = self.inode(to)?;
+                    self.overlay
+                        .copy_file_range_inode((from, offset_in), (&to, offset_out), len)
+                }),
+                (None, None) => self
+                    .overlay
+                    .copy_file_range(from.fh, offset_in, to.fh, offset_out, len),
+                // Files opened before and after the kernel stopped sending
+                // opens (only the first open of a mount is asked): let the
+                // kernel copy through reads and writes.
+                _ => Err(crate::sys::Errno::XDEV),
+            };
             reply.answer(&self.ttl, copied);
         });
     }

@@ -501,3 +501,10 @@ pub fn expected_transport() -> &'static str {
         _ => "/dev/fuse read",
     }
 }
+
+/// Whether this run's mounts let the kernel open files without a request (cowfs's default,
+/// `-o open=kernel`): scripts/test.sh runs the suite once more with `COWFS_OPEN=daemon`, which
+/// every mount that does not say otherwise then takes.
+pub fn kernel_opens() -> bool {
+    std::env::var("COWFS_OPEN").as_deref() != Ok("daemon")
+}

@@ -1,0 +1,248 @@
+//! File I/O by inode, for mounts where the kernel opens and closes files
+//! without a request (`open=kernel`, FUSE's no-open mode).
+//!
+//! There is no open file of the daemon's behind a read or a write: each
+//! names the inode, and goes to the real file the inode shows at that
+//! moment. So a reader of a lower file reads the upper copy from the first
+//! read after a copy-up, as on the kernel's overlayfs, and the first write
+//! is what copies a lower file up (an open for writing alone changes
+//! nothing). The real files are kept open in two bounded caches, one of
+//! files open for reading and one of upper files open for writing, keyed by
+//! real object like the `O_PATH` cache, so that a stream of reads of one
+//! file opens it once; an object that is removed leaves both at once.
+//!
+//! An upper file whose last name goes while the kernel holds its inode may
+//! still be open: the inode keeps an `O_PATH` fd of it
+//! (`Location::Kept`), through which it is read, written and stat'ed until
+//! the kernel forgets it.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::copyup::CopyUp;
+use crate::error::OpResult;
+use crate::fdcache::FdCache;
+use crate::inode::{Inode, RealRef};
+use crate::overlay::Overlay;
+use crate::sys::{self, Errno, FileType, OFlags};
+
+/// Real files open for I/O, by real object.
+pub struct InodeFiles {
+    readers: FdCache,
+    writers: FdCache,
+}
+
+impl InodeFiles {
+    /// Caches bounded by a share of the `O_PATH` cache's budget: open files
+    /// are needed only for the files in use right now.
+    pub fn new(fd_budget: usize) -> InodeFiles {
+        InodeFiles {
+            readers: FdCache::new((fd_budget / 4).max(64)),
+            writers: FdCache::new((fd_budget / 8).max(64)),
+        }
+    }
+
+    /// Drops the open files of a removed real object: its number may be
+    /// given to a new object, and an upper file's space is freed only once
+    /// nothing holds it open.
+    pub fn forget(&self, layer: crate::layer::LayerId, real_ino: u64) {
+        self.readers.remove(layer, real_ino);
+        self.writers.remove(layer, real_ino);
+    }
+
+    /// Closes every file (they are opened again on demand).
+    pub fn clear(&self) {
+        self.readers.clear();
+        self.writers.clear();
+    }
+}
+
+fn regular(inode: &Inode) -> OpResult<()> {
+    match inode.kind {
+        FileType::RegularFile => Ok(()),
+        FileType::Directory => Err(Errno::ISDIR),
+        _ => Err(Errno::INVAL),
+    }
+}
+
+impl Overlay {
+    /// The real file to read `inode` from now: its upper copy once there
+    /// is one with data, else its lower file.
+    fn reading_fd(&self, inode: &Inode) -> OpResult<Arc<OwnedFd>> {
+        regular(inode)?;
+        let source = inode.data().ok_or(Errno::STALE)?;
+        let files = self.inode_files();
+        if let Some(fd) = files.readers.get(source.layer, source.real_ino) {
+            return Ok(fd);
+        }
+        let path_fd = self.real_fd(&source)?;
+        let flags = OFlags::RDONLY | self.atime_flags(source.is_upper());
+        let fd = Arc::new(crate::fileio::reopen_maybe_noatime(path_fd.as_fd(), flags)?);
+        files
+            .readers
+            .insert(source.layer, source.real_ino, fd.clone());
+        Ok(fd)
+    }
+
+    /// The upper file of `inode` open for writing, copied up first.
+    fn writing_fd(&self, inode: &Arc<Inode>) -> OpResult<Arc<OwnedFd>> {
+        regular(inode)?;
+        let upper = self.copy_up_with(inode, CopyUp::Data)?;
+        self.upper_file_for_writing(&upper)
+    }
+
+    /// An upper file open for writing, from the cache or opened now.
+    pub(crate) fn upper_file_for_writing(&self, upper: &RealRef) -> OpResult<Arc<OwnedFd>> {
+        let files = self.inode_files();
+        if let Some(fd) = files.writers.get(upper.layer, upper.real_ino) {
+            return Ok(fd);
+        }
+        let path_fd = self.real_fd(upper)?;
+        // Read and write, so that the same file serves copy_file_range and
+        // fallocate; a daemon without CAP_DAC_OVERRIDE may only write a
+        // file whose mode lets its owner write but not read.
+        let fd = match sys::reopen(path_fd.as_fd(), OFlags::RDWR) {
+            Err(Errno::ACCESS) => sys::reopen(path_fd.as_fd(), OFlags::WRONLY)?,
+            opened => opened?,
+        };
+        let fd = Arc::new(fd);
+        files
+            .writers
+            .insert(upper.layer, upper.real_ino, fd.clone());
+        Ok(fd)
+    }
+
+    /// Creates a regular file (the kernel's create) and keeps it open for
+    /// the writes that follow; no open file of the daemon's stands for it.
+    pub fn create_for_kernel_open(
+        &self,
+        parent: &Arc<Inode>,
+        name: &std::ffi::OsStr,
+        new: crate::namespace::NewObject<'_>,
+    ) -> OpResult<(Arc<Inode>, crate::overlay::Attr)> {
+        let (inode, attr, fd) = self.create(parent, name, new)?;
+        if let (Some(fd), Some(upper)) = (fd, inode.upper()) {
+            self.inode_files()
+                .writers
+                .insert(upper.layer, upper.real_ino, Arc::new(fd));
+        }
+        Ok((inode, attr))
+    }
+
+    pub fn read_inode(&self, inode: &Inode, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+        let fd = self.reading_fd(inode)?;
+        let mut buf = vec![0u8; size as usize];
+        // One read, as for an open file (see `read`).
+        let filled = loop {
+            match sys::pread(fd.as_fd(), &mut buf, offset) {
+                Err(Errno::INTR) => continue,
+                done => break done?,
+            }
+        };
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    /// Writes at `offset` (the kernel places appends itself, from the size
+    /// it knows); `open_flags` are the flags the file was opened with, whose
+    /// O_SYNC and O_DSYNC make the write durable before it is answered.
+    pub fn write_inode(
+        &self,
+        inode: &Arc<Inode>,
+        offset: u64,
+        data: &[u8],
+        open_flags: i32,
+    ) -> OpResult<usize> {
+        let fd = self.writing_fd(inode)?;
+        let mut written = 0;
+        while written < data.len() {
+            match sys::pwrite(fd.as_fd(), &data[written..], offset + written as u64) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(Errno::INTR) => continue,
+                Err(e) if written == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if open_flags & libc::O_DSYNC != 0 && !self.options.no_sync {
+            // O_SYNC includes O_DSYNC's bit and asks for the metadata too.
+            let data_only = open_flags & libc::O_SYNC != libc::O_SYNC;
+            sys::fsync(fd.as_fd(), data_only)?;
+        }
+        Ok(written)
+    }
+
+    /// fsync of an open file of `inode`: its upper copy, what the kernel's
+    /// fsync makes durable (a file never written has none: nothing to do).
+    pub fn fsync_inode(&self, inode: &Inode, data_only: bool) -> OpResult<()> {
+        if self.options.no_sync {
+            return Ok(());
+        }
+        regular(inode)?;
+        let Some(upper) = inode.upper() else {
+            return Ok(());
+        };
+        let fd = sys::reopen(self.real_fd(&upper)?.as_fd(), OFlags::RDONLY)?;
+        // For a metacopy file (or a copy behind its mark) this is the copy
+        // holding its metadata; its data is the lower file's, durable.
+        sys::fsync(fd.as_fd(), data_only)?;
+        self.sync_parent_of(&upper)
+    }
+
+    pub fn fallocate_inode(
+        &self,
+        inode: &Arc<Inode>,
+        mode: sys::FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> OpResult<()> {
+        let fd = self.writing_fd(inode)?;
+        sys::fallocate(fd.as_fd(), mode, offset, len)
+    }
+
+    pub fn lseek_inode(&self, inode: &Inode, offset: i64, whence: i32) -> OpResult<i64> {
+        let fd = self.reading_fd(inode)?;
+        crate::fileio::seek_in(fd.as_fd(), offset, whence)
+    }
+
+    pub fn copy_file_range_inode(
+        &self,
+        (from, offset_in): (&Inode, u64),
+        (to, offset_out): (&Arc<Inode>, u64),
+        len: u64,
+    ) -> OpResult<usize> {
+        let output = self.writing_fd(to)?;
+        let input = self.reading_fd(from)?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+        sys::copy_file_range(input.as_fd(), offset_in, output.as_fd(), offset_out, len)
+    }
+
+    /// Before the last name of an upper file goes: the inode keeps the
+    /// file reachable for the opens the kernel may hold (`open=kernel`).
+    pub(crate) fn keep_if_open_possible(&self, inode: &Inode) {
+        if !self.options.kernel_opens || inode.kind != FileType::RegularFile {
+            return;
+        }
+        if let Some(upper) = inode.upper()
+            && let Ok(fd) = self.real_fd(&upper)
+        {
+            inode.keep_upper(fd);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_objects_leave_both_caches() {
+        let files = InodeFiles::new(512);
+        let open = || Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+        files.readers.insert(0, 7, open());
+        files.writers.insert(0, 7, open());
+        files.forget(0, 7);
+        assert!(files.readers.get(0, 7).is_none());
+        assert!(files.writers.get(0, 7).is_none());
+    }
+}
