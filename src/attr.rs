@@ -99,6 +99,38 @@ impl Overlay {
         Ok(self.attr_from(inode, stat, &inode.layers()))
     }
 
+    /// Clears the set-user-id bit, and the set-group-id bit where the group
+    /// may execute, as a write, a truncate or a chown by a caller without
+    /// CAP_FSETID does on any filesystem: with FUSE_HANDLE_KILLPRIV_V2 the
+    /// kernel leaves it to cowfs, whose own calls (as root) would keep the
+    /// bits. Answers the new attributes where a bit was cleared.
+    pub fn kill_suidgid(&self, inode: &Arc<Inode>) -> OpResult<Option<Attr>> {
+        if inode.kind != FileType::RegularFile {
+            return Ok(None);
+        }
+        let mode = self.getattr(inode)?.stat.st_mode & 0o7777;
+        let mut kept = mode & !libc::S_ISUID;
+        let group_exec = libc::S_ISGID | libc::S_IXGRP;
+        if mode & group_exec == group_exec {
+            kept &= !libc::S_ISGID;
+        }
+        if kept == mode {
+            return Ok(None);
+        }
+        let change = SetAttr {
+            mode: Some(kept),
+            uid: None,
+            gid: None,
+            size: None,
+            atime: None,
+            mtime: None,
+        };
+        let attr = self.setattr_by(inode, &change, None, None)?;
+        // A write's answer carries no attributes: the kernel's are stale.
+        self.attrs_changed(inode.ino);
+        Ok(Some(attr))
+    }
+
     pub fn setattr(
         &self,
         inode: &Arc<Inode>,

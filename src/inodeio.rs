@@ -15,6 +15,9 @@
 //! still be open: the inode keeps an `O_PATH` fd of it
 //! (`Location::Kept`), through which it is read, written and stat'ed until
 //! the kernel forgets it.
+//!
+//! Files are made by MKNOD there (CREATE is declined, since it would open
+//! the new file for the daemon), and the kernel opens them itself.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -57,6 +60,13 @@ impl InodeFiles {
     }
 }
 
+/// Whether an open real file may be kept in a cache: not one with no name
+/// left (`Location::Kept`), whose space an open file in a cache would hold
+/// after its inode is gone, until the cache dropped it.
+fn cacheable(real: &RealRef) -> bool {
+    !matches!(real.loc, crate::inode::Location::Kept(_))
+}
+
 fn regular(inode: &Inode) -> OpResult<()> {
     match inode.kind {
         FileType::RegularFile => Ok(()),
@@ -78,9 +88,11 @@ impl Overlay {
         let path_fd = self.real_fd(&source)?;
         let flags = OFlags::RDONLY | self.atime_flags(source.is_upper());
         let fd = Arc::new(crate::fileio::reopen_maybe_noatime(path_fd.as_fd(), flags)?);
-        files
-            .readers
-            .insert(source.layer, source.real_ino, fd.clone());
+        if cacheable(&source) {
+            files
+                .readers
+                .insert(source.layer, source.real_ino, fd.clone());
+        }
         Ok(fd)
     }
 
@@ -106,27 +118,12 @@ impl Overlay {
             opened => opened?,
         };
         let fd = Arc::new(fd);
-        files
-            .writers
-            .insert(upper.layer, upper.real_ino, fd.clone());
-        Ok(fd)
-    }
-
-    /// Creates a regular file (the kernel's create) and keeps it open for
-    /// the writes that follow; no open file of the daemon's stands for it.
-    pub fn create_for_kernel_open(
-        &self,
-        parent: &Arc<Inode>,
-        name: &std::ffi::OsStr,
-        new: crate::namespace::NewObject<'_>,
-    ) -> OpResult<(Arc<Inode>, crate::overlay::Attr)> {
-        let (inode, attr, fd) = self.create(parent, name, new)?;
-        if let (Some(fd), Some(upper)) = (fd, inode.upper()) {
-            self.inode_files()
+        if cacheable(upper) {
+            files
                 .writers
-                .insert(upper.layer, upper.real_ino, Arc::new(fd));
+                .insert(upper.layer, upper.real_ino, fd.clone());
         }
-        Ok((inode, attr))
+        Ok(fd)
     }
 
     pub fn read_inode(&self, inode: &Inode, offset: u64, size: u32) -> OpResult<Vec<u8>> {

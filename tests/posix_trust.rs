@@ -307,6 +307,86 @@ fn setgid_cleared_by_acl_chmod_and_chown_as_the_kernel_does() {
     assert!(got.contains(&"acl 775 1000:2000".to_string()), "{got:?}");
 }
 
+/// Writes, truncates and chowns clear set-id bits and file capabilities as on kernel overlayfs:
+/// a writer without CAP_FSETID (uid 1000) loses the set-user-id bit, and the set-group-id bit
+/// where the group may execute; root's writes keep them; a chown clears them whoever makes it;
+/// every write, truncate and chown drops `security.capability`. (Where the kernel opens files
+/// itself, cowfs does this clearing: FUSE_HANDLE_KILLPRIV_V2.)
+#[test]
+fn set_id_bits_and_capabilities_cleared_by_writes_truncates_and_chowns() {
+    let l = Layers::new(1);
+    chmod(&l.root, 0o755); // uid 1000 must reach the mountpoints
+    let lo = l.lower(0);
+    chmod(lo, 0o777);
+    let files = [
+        ("write_suid", 0o4777),
+        ("write_sgid", 0o2777),
+        ("write_sgid_nogx", 0o2767),
+        ("trunc_suid", 0o6777),
+        ("root_write", 0o6777),
+        ("chown", 0o6777),
+        ("cap_write", 0o0777),
+        ("cap_chown", 0o0777),
+        ("cap_trunc", 0o0777),
+    ];
+    for (name, mode) in files {
+        write_file(&lo.join(name), "data");
+        lchown(&lo.join(name), 1000, 1000);
+        chmod(&lo.join(name), mode);
+    }
+    for name in ["cap_write", "cap_chown", "cap_trunc"] {
+        let out = Command::new("setcap")
+            .args(["cap_net_raw+ep"])
+            .arg(lo.join(name))
+            .output()
+            .expect("setcap (package libcap2-bin)");
+        assert!(out.status.success(), "setcap: {out:?}");
+    }
+    let user_steps = [
+        "echo more >> write_suid",
+        "echo more >> write_sgid",
+        "echo more >> write_sgid_nogx",
+        "truncate -s 1 trunc_suid",
+        "echo more >> cap_write",
+        "truncate -s 1 cap_trunc",
+    ];
+    let run = |mnt: &Path| {
+        let mut out: Vec<String> = user_steps.iter().map(|s| as_user(mnt, s)).collect();
+        // Root (CAP_FSETID) writes; root chowns.
+        let root = Command::new("sh")
+            .args([
+                "-c",
+                "echo more >> root_write && chown 1000:1000 chown && chown 1000:1000 cap_chown",
+            ])
+            .current_dir(mnt)
+            .output()
+            .unwrap();
+        out.push(format!("root: {:?}", root.status.code()));
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        out.extend(modes(mnt, &names));
+        for name in ["cap_write", "cap_chown", "cap_trunc"] {
+            let cap = lgetxattr(&mnt.join(name), "security.capability");
+            out.push(format!("{name} capability: {}", cap.is_ok()));
+        }
+        out
+    };
+    let k = kernel_twin(&l, "k");
+    let want = run(&k.mnt);
+    k.unmount();
+    let m = l.mount();
+    let got = run(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    assert!(
+        got.contains(&"write_suid 777 1000:1000".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"root_write 6777 1000:1000".to_string()),
+        "{got:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // access times
 // ---------------------------------------------------------------------------

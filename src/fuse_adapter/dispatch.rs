@@ -10,7 +10,7 @@ use super::wire::reply::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 use super::wire::{Dispatch, InHeader, ReplyChannel};
-use super::{CowFs, OpenFile};
+use super::{CowFs, OpenFile, Writing};
 use crate::attr::{Caller, SetAttr};
 use crate::error::Errno;
 use crate::stats::Op;
@@ -82,8 +82,9 @@ impl CowFs {
                 self.getattr(ino, fh, ReplyAttr::new(reply));
             }
             opcode::SETATTR => {
-                let (change, fh) = setattr_args(&mut args)?;
-                self.setattr(caller_of(h), ino, change, fh, ReplyAttr::new(reply));
+                let (change, fh, kill_suidgid) = setattr_args(&mut args)?;
+                let reply = ReplyAttr::new(reply);
+                self.setattr(caller_of(h), ino, (change, kill_suidgid), fh, reply);
             }
             opcode::READLINK => self.readlink(ino, ReplyData::new(reply)),
             opcode::SYMLINK => {
@@ -133,11 +134,15 @@ impl CowFs {
             opcode::WRITE => {
                 let (fh, offset, size) = (args.u64()?, args.u64()?, args.u32()?);
                 // write_flags, lock_owner, then the flags the file was opened with.
-                let (_write_flags, _lock_owner) = (args.u32()?, args.u64()?);
+                let (write_flags, _lock_owner) = (args.u32()?, args.u64()?);
                 let open_flags = args.i32()?;
                 let data = payload.get(..size as usize)?;
                 let file = OpenFile { ino, fh };
-                self.write(file, offset, data, open_flags, ReplyWrite::new(reply));
+                let how = Writing {
+                    open_flags,
+                    kill_suidgid: write_flags & abi::WRITE_KILL_SUIDGID != 0,
+                };
+                self.write(file, offset, data, how, ReplyWrite::new(reply));
             }
             opcode::STATFS => self.statfs(ReplyStatfs::new(reply)),
             opcode::RELEASE => self.release(ino, args.u64()?, ReplyEmpty::new(reply)),
@@ -239,9 +244,9 @@ impl CowFs {
     }
 }
 
-/// `struct fuse_setattr_in`: the changes asked for, and the open file they
-/// were asked through.
-fn setattr_args(args: &mut ArgReader<'_>) -> Option<(SetAttr, Option<u64>)> {
+/// `struct fuse_setattr_in`: the changes asked for, the open file they were
+/// asked through, and whether set-id bits are to be cleared with them.
+fn setattr_args(args: &mut ArgReader<'_>) -> Option<(SetAttr, Option<u64>, bool)> {
     let valid = args.u32()?;
     let _padding = args.u32()?;
     let fh = args.u64()?;
@@ -261,5 +266,9 @@ fn setattr_args(args: &mut ArgReader<'_>) -> Option<(SetAttr, Option<u64>)> {
         atime: set_time(has(fattr::ATIME), has(fattr::ATIME_NOW), atime, atime_ns),
         mtime: set_time(has(fattr::MTIME), has(fattr::MTIME_NOW), mtime, mtime_ns),
     };
-    Some((change, has(fattr::FH).then_some(fh)))
+    Some((
+        change,
+        has(fattr::FH).then_some(fh),
+        has(fattr::KILL_SUIDGID),
+    ))
 }

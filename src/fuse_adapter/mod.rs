@@ -59,6 +59,15 @@ impl OpenFile {
     }
 }
 
+/// What a write request says besides its data.
+#[derive(Clone, Copy)]
+pub(crate) struct Writing {
+    /// The flags the file was opened with (O_SYNC, O_DSYNC).
+    pub open_flags: i32,
+    /// The writer lacks CAP_FSETID: set-id bits go (FUSE_HANDLE_KILLPRIV_V2).
+    pub kill_suidgid: bool,
+}
+
 pub struct CowFs {
     overlay: Arc<Overlay>,
     ttl: Duration,
@@ -263,6 +272,16 @@ impl CowFs {
         if !self.overlay.options.kernel_opens {
             flags |= init::ATOMIC_O_TRUNC;
         }
+        // Set-id bits cleared by cowfs on writes, truncates and chowns (the
+        // kernel says which callers lack CAP_FSETID), where every write
+        // reaches cowfs: without passthrough, which the kernel's opens
+        // exclude. The kernel then stops asking for security.capability
+        // before every write (SB_NOSEC) and refreshing attributes before a
+        // chown; the upper filesystem drops capabilities on cowfs's own
+        // writes, truncates and chowns.
+        if self.overlay.options.kernel_opens {
+            flags |= init::HANDLE_KILLPRIV_V2;
+        }
         // Passthrough needs CAP_SYS_ADMIN to register backing files, and an
         // open to name the backing file in.
         if self.overlay.options.passthrough
@@ -306,15 +325,26 @@ impl CowFs {
         &self,
         caller: Caller,
         ino: u64,
-        change: SetAttr,
+        (change, kill_suidgid): (SetAttr, bool),
         fh: Option<u64>,
         reply: ReplyAttr,
     ) {
         self.guarded(Op::Setattr, || {
             let open_fd = fh.and_then(|fh| self.overlay.writable_fd(fh));
+            // A chown clears set-id bits whoever makes it; with
+            // FUSE_HANDLE_KILLPRIV_V2 (asked for where the kernel opens files)
+            // the kernel leaves that to cowfs, as it does a truncate's.
+            let kill_suidgid = kill_suidgid
+                || (self.overlay.options.kernel_opens
+                    && (change.uid.is_some() || change.gid.is_some()));
             let attr = self.on_inode(ino, |inode| {
-                self.overlay
-                    .setattr_by(inode, &change, open_fd.as_deref(), Some(caller))
+                let attr =
+                    self.overlay
+                        .setattr_by(inode, &change, open_fd.as_deref(), Some(caller))?;
+                match kill_suidgid {
+                    true => Ok(self.overlay.kill_suidgid(inode)?.unwrap_or(attr)),
+                    false => Ok(attr),
+                }
             });
             reply.answer(&self.ttl, attr);
             self.settle_after_answer(ino);
@@ -466,11 +496,17 @@ impl CowFs {
         });
     }
 
-    fn write(&self, file: OpenFile, offset: u64, data: &[u8], open_flags: i32, reply: ReplyWrite) {
+    fn write(&self, file: OpenFile, offset: u64, data: &[u8], how: Writing, reply: ReplyWrite) {
         self.guarded(Op::Write, || {
             let written = match file.kernels() {
                 Some(ino) => self.on_inode(ino, |inode| {
-                    self.overlay.write_inode(inode, offset, data, open_flags)
+                    let written = self
+                        .overlay
+                        .write_inode(inode, offset, data, how.open_flags)?;
+                    if how.kill_suidgid {
+                        self.overlay.kill_suidgid(inode)?;
+                    }
+                    Ok(written)
                 }),
                 None => self.overlay.write(file.fh, offset, data),
             };
@@ -611,6 +647,15 @@ impl CowFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.overlay.options.kernel_opens {
+            // ENOSYS: from now on the kernel creates files by MKNOD and opens
+            // them itself, as it opens every file here (a CREATE would open
+            // the new file for the daemon, and its close would be a RELEASE
+            // until the first open of the mount has told the kernel there
+            // are no opens).
+            let _timed = self.overlay.stats().request(Op::Create);
+            return reply.error(crate::sys::Errno::NOSYS);
+        }
         self.guarded(Op::Create, || {
             let real_flags = crate::sys::OFlags::from_bits_retain(
                 (flags & (libc::O_ACCMODE | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC)) as _,
@@ -622,29 +667,6 @@ impl CowFs {
                 uid: caller.uid,
                 gid: caller.gid,
             };
-            if self.overlay.options.kernel_opens {
-                // The daemon's own open of the new file: read and write, so
-                // that it serves every write that follows.
-                let new = NewObject {
-                    kind: NewKind::File {
-                        flags: crate::sys::OFlags::RDWR,
-                    },
-                    ..new
-                };
-                let made = self.on_inode(parent, |parent| {
-                    self.overlay.create_for_kernel_open(parent, name, new)
-                });
-                return match made {
-                    Ok((inode, attr)) => reply.created(
-                        &self.ttl,
-                        &file_attr(&attr),
-                        inode.generation,
-                        KERNELS_OPEN_FILE,
-                        OpenIo::Cached { keep_cache: false },
-                    ),
-                    Err(e) => reply.error(e),
-                };
-            }
             let made = self.on_inode(parent, |parent| {
                 self.overlay.create_and_open(parent, name, new)
             });
