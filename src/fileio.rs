@@ -161,18 +161,7 @@ impl Overlay {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
         let handle = self.file(fh)?;
         let fd = self.read_fd(&handle)?;
-        let mut buf = vec![0u8; size as usize];
-        // One read: a short read of a regular file is its end, and the
-        // kernel takes a short answer as the end too. Reading on until the
-        // buffer is full would cost every small file a second, empty read.
-        let filled = loop {
-            match sys::pread(fd.as_fd(), &mut buf, offset) {
-                Err(Errno::INTR) => continue,
-                done => break done?,
-            }
-        };
-        buf.truncate(filled);
-        Ok(buf)
+        read_at(fd.as_fd(), offset, size)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> OpResult<usize> {
@@ -180,18 +169,7 @@ impl Overlay {
         if !handle.writable {
             return Err(Errno::BADF);
         }
-        let fd = handle.fd();
-        let mut written = 0;
-        while written < data.len() {
-            match sys::pwrite(fd.as_fd(), &data[written..], offset + written as u64) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(Errno::INTR) => continue,
-                Err(e) if written == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(written)
+        write_at(handle.fd().as_fd(), offset, data)
     }
 
     /// Attributes through an open file, which works after its last name is gone.
@@ -328,6 +306,46 @@ impl Overlay {
             len,
         )
     }
+}
+
+/// A read request's answer from a real open file: one read, since a short
+/// read of a regular file is its end, and the kernel takes a short answer
+/// as the end too (reading on until the buffer is full would cost every
+/// small file a second, empty read).
+pub(crate) fn read_at(
+    fd: std::os::fd::BorrowedFd<'_>,
+    offset: u64,
+    size: u32,
+) -> OpResult<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let filled = loop {
+        match sys::pread(fd, &mut buf, offset) {
+            Err(Errno::INTR) => continue,
+            done => break done?,
+        }
+    };
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// A write request's data into a real open file; a failure after some of
+/// it was written answers what was written.
+pub(crate) fn write_at(
+    fd: std::os::fd::BorrowedFd<'_>,
+    offset: u64,
+    data: &[u8],
+) -> OpResult<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match sys::pwrite(fd, &data[written..], offset + written as u64) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(Errno::INTR) => continue,
+            Err(e) if written == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(written)
 }
 
 /// lseek on a real open file, `whence` as the caller gave it.

@@ -104,7 +104,7 @@ impl Overlay {
     }
 
     /// An upper file open for writing, from the cache or opened now.
-    pub(crate) fn upper_file_for_writing(&self, upper: &RealRef) -> OpResult<Arc<OwnedFd>> {
+    fn upper_file_for_writing(&self, upper: &RealRef) -> OpResult<Arc<OwnedFd>> {
         let files = self.inode_files();
         if let Some(fd) = files.writers.get(upper.layer, upper.real_ino) {
             return Ok(fd);
@@ -128,16 +128,7 @@ impl Overlay {
 
     pub fn read_inode(&self, inode: &Inode, offset: u64, size: u32) -> OpResult<Vec<u8>> {
         let fd = self.reading_fd(inode)?;
-        let mut buf = vec![0u8; size as usize];
-        // One read, as for an open file (see `read`).
-        let filled = loop {
-            match sys::pread(fd.as_fd(), &mut buf, offset) {
-                Err(Errno::INTR) => continue,
-                done => break done?,
-            }
-        };
-        buf.truncate(filled);
-        Ok(buf)
+        crate::fileio::read_at(fd.as_fd(), offset, size)
     }
 
     /// Writes at `offset` (the kernel places appends itself, from the size
@@ -151,16 +142,7 @@ impl Overlay {
         open_flags: i32,
     ) -> OpResult<usize> {
         let fd = self.writing_fd(inode)?;
-        let mut written = 0;
-        while written < data.len() {
-            match sys::pwrite(fd.as_fd(), &data[written..], offset + written as u64) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(Errno::INTR) => continue,
-                Err(e) if written == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
+        let written = crate::fileio::write_at(fd.as_fd(), offset, data)?;
         if open_flags & libc::O_DSYNC != 0 && !self.options.no_sync {
             // O_SYNC includes O_DSYNC's bit and asks for the metadata too.
             let data_only = open_flags & libc::O_SYNC != libc::O_SYNC;

@@ -259,6 +259,19 @@ fn modes(mnt: &Path, names: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `steps` on a kernel overlayfs twin of `l`, then on a cowfs mount of it, checks that
+/// both saw the same, and answers what cowfs saw.
+fn same_as_kernel(l: &Layers, steps: impl Fn(&Path) -> Vec<String>) -> Vec<String> {
+    let k = kernel_twin(l, "k");
+    let want = steps(&k.mnt);
+    k.unmount();
+    let m = l.mount();
+    let got = steps(&l.mnt);
+    m.unmount();
+    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    got
+}
+
 #[test]
 fn setgid_cleared_by_acl_chmod_and_chown_as_the_kernel_does() {
     let l = Layers::new(1);
@@ -297,13 +310,7 @@ fn setgid_cleared_by_acl_chmod_and_chown_as_the_kernel_does() {
         out.extend(modes(mnt, &names));
         out
     };
-    let k = kernel_twin(&l, "k");
-    let want = run(&k.mnt);
-    k.unmount();
-    let m = l.mount();
-    let got = run(&l.mnt);
-    m.unmount();
-    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    let got = same_as_kernel(&l, run);
     assert!(got.contains(&"acl 775 1000:2000".to_string()), "{got:?}");
 }
 
@@ -370,13 +377,7 @@ fn set_id_bits_and_capabilities_cleared_by_writes_truncates_and_chowns() {
         }
         out
     };
-    let k = kernel_twin(&l, "k");
-    let want = run(&k.mnt);
-    k.unmount();
-    let m = l.mount();
-    let got = run(&l.mnt);
-    m.unmount();
-    assert_eq!(got, want, "cowfs (left) vs kernel overlayfs (right)");
+    let got = same_as_kernel(&l, run);
     assert!(
         got.contains(&"write_suid 777 1000:1000".to_string()),
         "{got:?}"
