@@ -196,14 +196,23 @@ class DaemonProfile:
         return {"own_share": share, "top": top}
 
 
+# The calls a daemon makes to take requests and answer them, and to poll for the next one
+# (/dev/fuse reads and writes, O_NONBLOCK switches, yields, io_uring), apart from the calls that
+# serve a request on the layers.
+TRANSPORT_CALLS = {"read", "readv", "write", "writev", "fcntl", "sched_yield", "io_uring_enter",
+                   "futex", "clock_gettime", "poll", "ppoll", "epoll_wait"}
+
+
 def report(rows, results, systems, record):
     """Markdown lines: per workload and FUSE system, what the daemon spent per request (the
     profiled repetition with the median time where there were several)."""
     head = ["workload", "system", "requests", "daemon CPU µs / request", "syscalls / request",
-            "context switches / request", "syscalls a request, by name"]
+            "of them taking, answering and polling for requests",
+            "serving syscalls a request, by name", "context switches / request"]
     if record:
         head += ["samples in the daemon's own code", "top symbols (self, % of samples)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * 4 + "---|" + ("---:|---|" if record else "")]
+    lines = ["| " + " | ".join(head) + " |",
+             "|---|---|" + "---:|" * 4 + "---|---:|" + ("---:|---|" if record else "")]
     for name, _, _ in rows:
         for system in systems:
             profs = sorted(results.get((name, system), {}).get("prof", []), key=lambda x: x[0])
@@ -219,15 +228,20 @@ def report(rows, results, systems, record):
 
 
 def per_request(prof):
-    """Cells from one profile result: requests, then daemon CPU µs, syscalls and context
-    switches a request."""
+    """Cells from one profile result: requests, daemon CPU µs, syscalls (all, then those of the
+    transport), the serving syscalls by name, and context switches a request."""
     n = prof.get("requests") or 0
     if not n:
-        return [f"{n:.0f}", "n/a", "n/a", "n/a", "n/a"]
+        return [f"{n:.0f}", "n/a", "n/a", "n/a", "n/a", "n/a"]
 
     def each(key, scale=1.0, fmt="{:.1f}"):
         v = prof.get(key)
         return "n/a" if v is None else fmt.format(v * scale / n)
+    calls = prof.get("calls", [])
+    transport = sum(count for name, count in calls if name in TRANSPORT_CALLS)
+    serving = [(name, count) for name, count in calls if name not in TRANSPORT_CALLS]
     return [f"{n:.0f}", each("cpu_ms", 1000.0, "{:.0f}"), each("syscalls"),
-            each("context_switches"),
-            ", ".join(f"{name} {count / n:.2f}" for name, count in prof.get("calls", [])[:6])]
+            f"{transport / n:.1f}",
+            f"{sum(c for _, c in serving) / n:.2f}: "
+            + ", ".join(f"{name} {count / n:.2f}" for name, count in serving[:6]),
+            each("context_switches")]

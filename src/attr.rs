@@ -103,12 +103,17 @@ impl Overlay {
     /// may execute, as a write, a truncate or a chown by a caller without
     /// CAP_FSETID does on any filesystem: with FUSE_HANDLE_KILLPRIV_V2 the
     /// kernel leaves it to cowfs, whose own calls (as root) would keep the
-    /// bits. Answers the new attributes where a bit was cleared.
-    pub fn kill_suidgid(&self, inode: &Arc<Inode>) -> OpResult<Option<Attr>> {
+    /// bits. `now` are its attributes where the caller has them at hand
+    /// (they are read otherwise). Answers the new attributes where a bit
+    /// was cleared.
+    pub fn kill_suidgid(&self, inode: &Arc<Inode>, now: Option<&Attr>) -> OpResult<Option<Attr>> {
         if inode.kind != FileType::RegularFile {
             return Ok(None);
         }
-        let mode = self.getattr(inode)?.stat.st_mode & 0o7777;
+        let mode = match now {
+            Some(attr) => attr.stat.st_mode,
+            None => self.getattr(inode)?.stat.st_mode,
+        } & 0o7777;
         let mut kept = mode & !libc::S_ISUID;
         let group_exec = libc::S_ISGID | libc::S_IXGRP;
         if mode & group_exec == group_exec {
@@ -119,11 +124,7 @@ impl Overlay {
         }
         let change = SetAttr {
             mode: Some(kept),
-            uid: None,
-            gid: None,
-            size: None,
-            atime: None,
-            mtime: None,
+            ..SetAttr::default()
         };
         let attr = self.setattr_by(inode, &change, None, None)?;
         // A write's answer carries no attributes: the kernel's are stale.
@@ -156,9 +157,14 @@ impl Overlay {
         };
         let upper = self.copy_up_with(inode, want)?;
         // A file open for writing is its upper file: its open file takes
-        // these calls as an `O_PATH` fd would, and is at hand.
-        let fd = match self.handles().writer_fd(inode) {
-            Some(open) => open,
+        // these calls as an `O_PATH` fd would, and is at hand (a file just
+        // made, as by an untar, has no `O_PATH` fd yet).
+        let writer = self
+            .handles()
+            .writer_fd(inode)
+            .or_else(|| self.open_writer_of(inode));
+        let fd = match &writer {
+            Some(open) => open.clone(),
             None => self.real_fd(&upper)?,
         };
         let own = &self.options.ownership;
@@ -227,7 +233,7 @@ impl Overlay {
                     Errno::INVAL
                 });
             }
-            match open_fd {
+            match open_fd.or(writer.as_deref()) {
                 Some(open) => sys::ftruncate(open.as_fd(), size)?,
                 None => {
                     let writable = sys::reopen(fd.as_fd(), OFlags::WRONLY)?;
@@ -273,7 +279,11 @@ impl Overlay {
         if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
-        if let Some(open) = self.handles().writer_fd(inode) {
+        if let Some(open) = self
+            .handles()
+            .writer_fd(inode)
+            .or_else(|| self.open_writer_of(inode))
+        {
             // A file open for writing is its upper file (the kernel asks for
             // security.capability at each write): read through that file.
             return sys::get_xattr_of_open_file(open.as_fd(), name)?.ok_or(Errno::NODATA);
@@ -318,7 +328,11 @@ impl Overlay {
         }
         let upper = self.copy_up_with(inode, CopyUp::MetaOnly)?;
         let fd = self.real_fd(&upper)?;
-        sys::set_xattr(fd.as_fd(), name, value, flags)?;
+        let set = sys::set_xattr(fd.as_fd(), name, value, flags);
+        // A dir's default ACL may be what changed (even on failure, for
+        // all that is known).
+        inode.forget_default_acl();
+        set?;
         if name == ACL_ACCESS
             && let Some(caller) = caller
             && self.options.ownership.override_xattr.is_none()
@@ -347,6 +361,8 @@ impl Overlay {
         }
         let upper = self.copy_up_with(inode, CopyUp::MetaOnly)?;
         let fd = self.real_fd(&upper)?;
-        sys::remove_xattr(fd.as_fd(), name)
+        let removed = sys::remove_xattr(fd.as_fd(), name);
+        inode.forget_default_acl();
+        removed
     }
 }

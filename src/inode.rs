@@ -152,6 +152,10 @@ pub struct Inode {
     /// For a merged dir: its link count, once counted (0: not yet). Every
     /// change to its subdirs goes through this mount, which resets it.
     merged_nlink: AtomicU32,
+    /// For a dir: whether its upper dir has a default ACL, once read (low
+    /// two bits: 0 not known, 1 none, 2 one), above them a count of the
+    /// changes to its xattrs, so that a read racing a change is not kept.
+    default_acl: AtomicU64,
 }
 
 impl Inode {
@@ -172,6 +176,7 @@ impl Inode {
             known_impure: AtomicBool::new(false),
             names_version: AtomicU64::new(0),
             merged_nlink: AtomicU32::new(0),
+            default_acl: AtomicU64::new(0),
         }
     }
 
@@ -206,6 +211,35 @@ impl Inode {
 
     pub fn set_known_impure(&self) {
         self.known_impure.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the upper dir has a default ACL, if known; else a stamp to
+    /// hand `note_default_acl` with what is read now.
+    pub fn known_default_acl(&self) -> Result<bool, u64> {
+        let v = self.default_acl.load(Ordering::Acquire);
+        match v & 3 {
+            1 => Ok(false),
+            2 => Ok(true),
+            _ => Err(v),
+        }
+    }
+
+    /// Keeps what was read under `stamp`, unless the dir's xattrs changed
+    /// since.
+    pub fn note_default_acl(&self, stamp: u64, has: bool) {
+        let known = stamp | if has { 2 } else { 1 };
+        let _ =
+            self.default_acl
+                .compare_exchange(stamp, known, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// After a change to the dir's xattrs: its default ACL is read again.
+    pub fn forget_default_acl(&self) {
+        let _ = self
+            .default_acl
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(((v >> 2) + 1) << 2)
+            });
     }
 
     pub fn is_dir(&self) -> bool {

@@ -126,6 +126,31 @@ impl Overlay {
         Ok(fd)
     }
 
+    /// A file MKNOD just made, open for reading and writing: kept as the
+    /// file its first write goes to, so that neither that write nor the
+    /// kernel's read of security.capability before it opens it again.
+    pub fn keep_made_file(&self, inode: &Inode, fd: OwnedFd) {
+        if !self.options.kernel_opens {
+            return;
+        }
+        if let Some(upper) = inode.upper()
+            && cacheable(&upper)
+        {
+            self.inode_files()
+                .writers
+                .insert(upper.layer, upper.real_ino, Arc::new(fd));
+        }
+    }
+
+    /// The upper file of `inode` if one is open for writing already.
+    pub(crate) fn open_writer_of(&self, inode: &Inode) -> Option<Arc<OwnedFd>> {
+        if !self.options.kernel_opens {
+            return None;
+        }
+        let upper = inode.upper()?;
+        self.inode_files().writers.get(upper.layer, upper.real_ino)
+    }
+
     pub fn read_inode(&self, inode: &Inode, offset: u64, size: u32) -> OpResult<Vec<u8>> {
         let fd = self.reading_fd(inode)?;
         crate::fileio::read_at(fd.as_fd(), offset, size)

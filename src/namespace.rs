@@ -18,6 +18,33 @@ use crate::lookup::{Presence, Resolved};
 use crate::overlay::{Attr, Overlay};
 use crate::sys::{self, Errno, FileType, OFlags, RenameFlags};
 
+/// The xattr of a dir's default ACL, which new entries inherit.
+const ACL_DEFAULT: &str = "system.posix_acl_default";
+
+/// Gives a new object its owner, by a chown only where the filesystem did
+/// not already make it so: the common case is an object made for the
+/// daemon's own ids, root's for root. Set-id bits a chown clears are put
+/// back, as a create under the caller's ids keeps them (the kernel's
+/// overlayfs creates so). Returns the object's stat when no change
+/// followed it.
+fn own_new(fd: BorrowedFd<'_>, uid: u32, gid: u32, mode: u32) -> OpResult<Option<sys::Stat>> {
+    if (uid, gid) == sys::daemon_ids() {
+        let st = sys::fstat(fd)?;
+        if (st.st_uid, st.st_gid) == (uid, gid) {
+            return Ok(Some(st));
+        }
+    }
+    give_owner(fd, uid, gid)?;
+    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        let st = sys::fstat(fd)?;
+        // A dir's mode is its maker's to set; a symlink has none.
+        if sys::file_type(&st) == FileType::RegularFile && st.st_mode & 0o7777 != mode {
+            sys::chmod(fd, mode)?;
+        }
+    }
+    Ok(None)
+}
+
 /// What to create, and for whom.
 pub struct NewObject<'a> {
     pub kind: NewKind<'a>,
@@ -70,7 +97,7 @@ impl Overlay {
         };
         let parent_fd = self.real_fd(&parent_upper)?;
         let (uid, gid, mode) = self.inherit_owner(&parent_upper, &new)?;
-        let acl_inherited = self.has_default_acl(&parent_upper)?;
+        let acl_inherited = self.has_default_acl(parent, &parent_upper)?;
         let mode = if acl_inherited {
             mode
         } else {
@@ -96,50 +123,53 @@ impl Overlay {
         } else {
             (parent_fd.as_fd(), name)
         };
-        let made = (|| -> OpResult<Option<OwnedFd>> {
-            let opened = match &new.kind {
+        // The new object, opened for a file, and its stat when nothing
+        // changed it after that was taken.
+        let made = (|| -> OpResult<(Option<OwnedFd>, Option<sys::Stat>)> {
+            let (opened, handle) = match &new.kind {
                 NewKind::File { flags } => {
                     let fd = sys::create_file(dir, made_name, *flags, mode)?;
-                    give_owner(fd.as_fd(), uid, gid)?;
-                    Some(fd)
+                    (Some(fd), None)
                 }
                 NewKind::Dir => {
                     sys::mkdir(dir, made_name, mode)?;
-                    None
+                    (None, Some(sys::open_path(dir, made_name)?))
                 }
                 NewKind::Symlink { target } => {
                     sys::symlink(target, dir, made_name)?;
-                    None
+                    (None, Some(sys::open_path(dir, made_name)?))
                 }
                 NewKind::Node { mode_type, rdev } => {
                     sys::mknod(dir, made_name, mode_type | mode, *rdev)?;
-                    None
+                    (None, Some(sys::open_path(dir, made_name)?))
                 }
                 NewKind::Link { .. } => {
                     let source = source_upper.as_ref().ok_or(Errno::STALE)?;
                     let source_fd = self.real_fd(source)?;
                     sys::link_fd(source_fd.as_fd(), dir, made_name)?;
-                    None
+                    return Ok((None, None));
                 }
             };
-            if !matches!(new.kind, NewKind::File { .. } | NewKind::Link { .. }) {
-                let fd = sys::open_path(dir, made_name)?;
-                give_owner(fd.as_fd(), uid, gid)?;
-                if matches!(new.kind, NewKind::Dir) {
-                    // mkdir drops set-id bits; with an inherited default ACL
-                    // the mode it made is already the right one.
-                    if !acl_inherited {
-                        sys::chmod(fd.as_fd(), mode)?;
-                    }
-                    if whited_out {
-                        self.mark_opaque(dir, made_name)?;
-                    }
+            let fd = match (&opened, &handle) {
+                (Some(fd), _) | (None, Some(fd)) => fd.as_fd(),
+                (None, None) => return Err(Errno::STALE),
+            };
+            let mut stat = own_new(fd, uid, gid, mode)?;
+            if matches!(new.kind, NewKind::Dir) {
+                // mkdir drops set-id bits; with an inherited default ACL
+                // the mode it made is already the right one.
+                if !acl_inherited && stat.is_none_or(|st| st.st_mode & 0o7777 != mode) {
+                    sys::chmod(fd, mode)?;
+                    stat = None;
+                }
+                if whited_out {
+                    self.mark_opaque(dir, made_name)?;
                 }
             }
-            Ok(opened)
+            Ok((opened, stat))
         })();
-        let opened = match made {
-            Ok(opened) => opened,
+        let (opened, made_stat) = match made {
+            Ok(made) => made,
             Err(e) => {
                 if whited_out {
                     work.remove(&temp);
@@ -178,9 +208,13 @@ impl Overlay {
         // What a lookup would find, known without one: a new upper object
         // with no origin, metacopy or lower layers (the name was free, or
         // whited out, which hides what lies below).
-        let stat = match &opened {
-            Some(fd) => sys::fstat(fd.as_fd())?,
-            None => sys::stat_at(parent_fd.as_fd(), name)?.ok_or(Errno::NOENT)?,
+        // A rename out of the work dir or an xattr may have changed its
+        // ctime since it was made.
+        let unchanged = !whited_out && self.options.ownership.override_xattr.is_none();
+        let stat = match (made_stat, &opened) {
+            (Some(st), _) if unchanged => st,
+            (_, Some(fd)) => sys::fstat(fd.as_fd())?,
+            (_, None) => sys::stat_at(parent_fd.as_fd(), name)?.ok_or(Errno::NOENT)?,
         };
         let layers = Layers {
             upper: Some(RealRef {
@@ -204,14 +238,22 @@ impl Overlay {
         Ok((inode, attr, opened))
     }
 
-    /// Whether an upper dir has a default ACL (which new entries inherit).
-    fn has_default_acl(&self, dir: &crate::inode::RealRef) -> OpResult<bool> {
-        let fd = self.real_fd(dir)?;
-        match sys::get_xattr(fd.as_fd(), OsStr::new("system.posix_acl_default")) {
-            Ok(found) => Ok(found.is_some()),
-            Err(Errno::NOTSUP) => Ok(false),
-            Err(e) => Err(e),
-        }
+    /// Whether the upper dir of `dir` has a default ACL (which new entries
+    /// inherit). Read once: only this mount's xattr changes change it, and
+    /// they make it be read again.
+    fn has_default_acl(&self, dir: &Inode, upper: &crate::inode::RealRef) -> OpResult<bool> {
+        let stamp = match dir.known_default_acl() {
+            Ok(known) => return Ok(known),
+            Err(stamp) => stamp,
+        };
+        let fd = self.real_fd(upper)?;
+        let has = match sys::get_xattr(fd.as_fd(), OsStr::new(ACL_DEFAULT)) {
+            Ok(found) => found.is_some(),
+            Err(Errno::NOTSUP) => false,
+            Err(e) => return Err(e),
+        };
+        dir.note_default_acl(stamp, has);
+        Ok(has)
     }
 
     /// Owner, group and mode of a new object: the caller's, except that a

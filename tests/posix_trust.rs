@@ -1,8 +1,9 @@
 //! POSIX and drop-in details from issue 11 ("Trust"): ENAMETOOLONG for names over 255 bytes,
 //! fuse-overlayfs's `static_nlink` and its hidden xattr namespace, set-group-id clearing by ACL
 //! changes, chmod and chown, access times by the mount's atime mode, and mtime/ctime after
-//! writes through a shared mapping. Each compares with kernel overlayfs (or, for the drop-in
-//! details, fuse-overlayfs) on the same layers.
+//! writes through a shared mapping, and the modes of new objects (set-id bits, default ACLs).
+//! Each compares with kernel overlayfs (or, for the drop-in details, fuse-overlayfs) on the
+//! same layers.
 
 use crate::common::*;
 use crate::posix_support::*;
@@ -656,4 +657,120 @@ fn shared_mmap_writes_update_mtime_without_passthrough() {
     let got = mmap_steps(&l.mnt);
     m.unmount();
     assert!(got.iter().all(|s| s.ends_with("true")), "{got:?}");
+}
+
+// ---------------------------------------------------------------------------
+// modes of new objects
+// ---------------------------------------------------------------------------
+
+/// open(O_CREAT | O_EXCL, mode) of `path` under umask 022 in a child process, as root or as
+/// uid/gid 1000 with no supplementary groups; answers the child's exit code (0: made).
+fn create_as(path: &Path, mode: u32, user: bool) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let name = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions (umask, setgroups, setgid,
+    // setuid, open, close, _exit) on memory prepared before the fork.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            libc::umask(0o022);
+            let dropped = !user
+                || libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setgid(1000) == 0
+                    && libc::setuid(1000) == 0;
+            if !dropped {
+                libc::_exit(100);
+            }
+            let fd = libc::open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                mode as libc::c_uint,
+            );
+            if fd < 0 {
+                libc::_exit(101);
+            }
+            libc::close(fd);
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// A new file keeps the set-id bits its creator asked for, as on kernel overlayfs (which
+/// creates under the caller's ids): root's set-user-id file stays so (cowfs used to chown the
+/// file it made, which cleared the bit), a user's too; in a set-group-id dir of a group the
+/// user is not in, the bit is dropped (by the kernel, before the request), and a new dir
+/// inherits the dir's group and bit.
+#[test]
+fn new_files_keep_the_set_id_bits_asked_for_as_the_kernel_does() {
+    let l = Layers::new(1);
+    chmod(&l.root, 0o755); // uid 1000 must reach the mountpoints
+    let lo = l.lower(0);
+    chmod(lo, 0o777);
+    mkdir(&lo.join("d"));
+    chmod(&lo.join("d"), 0o777);
+    mkdir(&lo.join("g"));
+    lchown(&lo.join("g"), 1000, 2000);
+    chmod(&lo.join("g"), 0o2777);
+    let run = |mnt: &Path| {
+        let mut out = [
+            create_as(&mnt.join("d/root_suid"), 0o4755, false),
+            create_as(&mnt.join("d/root_sgid"), 0o2755, false),
+            create_as(&mnt.join("d/user_suid"), 0o6755, true),
+            create_as(&mnt.join("g/user_sgid"), 0o2755, true),
+            create_as(&mnt.join("g/root_sgid"), 0o2755, false),
+        ]
+        .iter()
+        .map(|code| format!("exit {code}"))
+        .collect::<Vec<_>>();
+        out.push(as_user(mnt, "mkdir g/sub"));
+        out.extend(modes(
+            mnt,
+            &[
+                "d/root_suid",
+                "d/root_sgid",
+                "d/user_suid",
+                "g/user_sgid",
+                "g/root_sgid",
+                "g/sub",
+            ],
+        ));
+        out
+    };
+    let got = same_as_kernel(&l, run);
+    assert!(got.contains(&"d/root_suid 4755 0:0".to_string()), "{got:?}");
+    assert!(got.contains(&"g/sub 2755 1000:2000".to_string()), "{got:?}");
+}
+
+/// Setting and removing a dir's default ACL changes what the next new entry gets at once
+/// (cowfs keeps whether a dir has one): umask without one, the ACL's mask with one, for files
+/// and dirs, as on kernel overlayfs.
+#[test]
+fn default_acl_changes_reach_the_next_new_entry() {
+    let l = Layers::new(1);
+    chmod(&l.root, 0o755); // uid 1000 must reach the mountpoints
+    let lo = l.lower(0);
+    chmod(lo, 0o777);
+    mkdir(&lo.join("a"));
+    lchown(&lo.join("a"), 1000, 1000);
+    let script = "umask 022 && : > a/f1 && \
+                  setfacl -d -m u::rwx,g::rwx,o::rwx a && : > a/f2 && \
+                  setfacl -k a && : > a/f3 && \
+                  setfacl -d -m u::rw,g::r,o::- a && mkdir a/sub && : > a/f4 && \
+                  setfacl -k a && mkdir a/sub2";
+    let run = |mnt: &Path| {
+        let mut out = vec![as_user(mnt, script)];
+        out.extend(modes(
+            mnt,
+            &["a/f1", "a/f2", "a/f3", "a/sub", "a/f4", "a/sub2"],
+        ));
+        out
+    };
+    let got = same_as_kernel(&l, run);
+    for want in ["a/f1 644", "a/f2 666", "a/f3 644", "a/sub2 755"] {
+        assert!(got.iter().any(|m| m.starts_with(want)), "{want}: {got:?}");
+    }
 }

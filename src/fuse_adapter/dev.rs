@@ -173,9 +173,14 @@ pub fn serve_device(
     let channel: Arc<dyn ReplyChannel> = Arc::new(DevChannel::new(fd.clone()));
     let mut buf = vec![0u8; BUFFER_SIZE];
     let mut poller = Poller::new(poll);
+    // Without its flags the fd is not switched to polling.
+    let flags = sys::status_flags(fd.as_fd()).ok();
     loop {
         let answered = Instant::now();
-        let read = match poll_for_request(fd.as_fd(), &mut buf, &mut poller, answered) {
+        let polled = flags.and_then(|flags| {
+            poll_for_request((fd.as_fd(), flags), &mut buf, &mut poller, answered)
+        });
+        let read = match polled {
             Some(polled) => {
                 dispatch.found_polling();
                 polled
@@ -203,12 +208,12 @@ pub fn serve_device(
 /// Tries non-blocking reads of `fd` for the poller's window: `None` when
 /// none found a request (the caller then sleeps in a blocking read).
 fn poll_for_request(
-    fd: BorrowedFd<'_>,
+    (fd, flags): (BorrowedFd<'_>, sys::OFlags),
     buf: &mut [u8],
     poller: &mut Poller,
     answered: Instant,
 ) -> Option<sys::SysResult<usize>> {
-    if !poller.polls() || sys::set_nonblocking(fd, true).is_err() {
+    if !poller.polls() || sys::set_nonblocking(fd, flags, true).is_err() {
         return None;
     }
     let polled = poller.poll(answered, || match sys::try_read_request(fd, buf) {
@@ -216,7 +221,7 @@ fn poll_for_request(
         Ok(Some(len)) => Some(Ok(len)),
         Err(e) => Some(Err(e)),
     });
-    match sys::set_nonblocking(fd, false) {
+    match sys::set_nonblocking(fd, flags, false) {
         Ok(()) => polled,
         // A request read is served all the same; else the thread ends: left
         // non-blocking, its sleeping reads would spin.

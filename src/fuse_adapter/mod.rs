@@ -201,7 +201,13 @@ impl CowFs {
             gid: caller.gid,
         };
         let made = self.on_inode(parent, |parent| self.overlay.create(parent, name, new));
-        reply.answer(&self.ttl, made.map(|(inode, attr, _)| (inode, attr)));
+        let made = made.map(|(inode, attr, opened)| {
+            if let Some(fd) = opened {
+                self.overlay.keep_made_file(&inode, fd);
+            }
+            (inode, attr)
+        });
+        reply.answer(&self.ttl, made);
     }
 
     /// Serves a read of dir `ino` from `offset` (readdir and readdirplus):
@@ -342,7 +348,10 @@ impl CowFs {
                     self.overlay
                         .setattr_by(inode, &change, open_fd.as_deref(), Some(caller))?;
                 match kill_suidgid {
-                    true => Ok(self.overlay.kill_suidgid(inode)?.unwrap_or(attr)),
+                    true => Ok(self
+                        .overlay
+                        .kill_suidgid(inode, Some(&attr))?
+                        .unwrap_or(attr)),
                     false => Ok(attr),
                 }
             });
@@ -370,8 +379,10 @@ impl CowFs {
         self.guarded(Op::Mknod, || {
             let mode_type = mode & libc::S_IFMT;
             let kind = if mode_type == libc::S_IFREG || mode_type == 0 {
+                // Read and write: with open=kernel the file made is kept
+                // for the writes that follow (see `keep_made_file`).
                 NewKind::File {
-                    flags: crate::sys::OFlags::WRONLY,
+                    flags: crate::sys::OFlags::RDWR,
                 }
             } else {
                 NewKind::Node {
@@ -504,7 +515,7 @@ impl CowFs {
                         .overlay
                         .write_inode(inode, offset, data, how.open_flags)?;
                     if how.kill_suidgid {
-                        self.overlay.kill_suidgid(inode)?;
+                        self.overlay.kill_suidgid(inode, None)?;
                     }
                     Ok(written)
                 }),

@@ -46,11 +46,17 @@ pub fn try_read_request(dev: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<Option
     }
 }
 
+/// The file status flags of `dev`, for `set_nonblocking`.
+pub fn status_flags(dev: BorrowedFd<'_>) -> SysResult<OFlags> {
+    rustix::fs::fcntl_getfl(dev)
+}
+
 /// Makes reads of `dev` return EAGAIN instead of sleeping (`on`), or sleep
-/// again. Sleeping reads are the kernel's exclusive waiters, woken one per
-/// request; poll(2) waiters would all be woken by every request.
-pub fn set_nonblocking(dev: BorrowedFd<'_>, on: bool) -> SysResult<()> {
-    let flags = rustix::fs::fcntl_getfl(dev)?;
+/// again; `flags` are its status flags (`status_flags`, read once: only
+/// this changes them), so that each switch is one call. Sleeping reads are
+/// the kernel's exclusive waiters, woken one per request; poll(2) waiters
+/// would all be woken by every request.
+pub fn set_nonblocking(dev: BorrowedFd<'_>, flags: OFlags, on: bool) -> SysResult<()> {
     let flags = if on {
         flags | OFlags::NONBLOCK
     } else {

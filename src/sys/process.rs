@@ -7,6 +7,18 @@ pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// The daemon's effective user and group ids, which objects it makes get
+/// (read once: the daemon never changes them).
+pub fn daemon_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    })
+}
+
 /// Raises the soft open-file limit to the hard one; cowfs budgets its fds
 /// itself, this only gives the budget room.
 pub fn raise_fd_limit() -> u64 {

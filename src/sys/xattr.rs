@@ -1,6 +1,8 @@
 //! Extended attributes, read and written through the object's own fd (or
 //! `/proc/self/fd/N` for an `O_PATH` fd).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::*;
 
 fn xattr_result<T>(r: SysResult<T>) -> SysResult<Option<T>> {
@@ -31,7 +33,9 @@ pub fn get_xattr_of_open_file(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Opt
 
 /// `get_xattr` of the object `name` in the dir `dir` (an `O_PATH` fd),
 /// never following a symlink: one call, without opening the object.
-/// `name` is one component.
+/// `name` is one component. getxattrat(2) (Linux 6.13+) takes the dir fd
+/// and the name as they are; before it, the name goes after the dir's
+/// /proc path, a walk through /proc more (about 2.5x the time here).
 pub fn get_xattr_of_child(
     dir: BorrowedFd<'_>,
     name: &OsStr,
@@ -40,6 +44,17 @@ pub fn get_xattr_of_child(
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
         return Err(Errno::INVAL);
+    }
+    let child = std::ffi::CString::new(bytes).map_err(|_| Errno::INVAL)?;
+    let attr = std::ffi::CString::new(xattr.as_bytes()).map_err(|_| Errno::INVAL)?;
+    if HAS_GETXATTRAT.load(Ordering::Relaxed) {
+        match read_xattr(
+            || getxattrat(dir, &child, &attr, &mut []),
+            |value| getxattrat(dir, &child, &attr, value),
+        ) {
+            Err(Errno::NOSYS) => HAS_GETXATTRAT.store(false, Ordering::Relaxed),
+            done => return done,
+        }
     }
     let mut path = proc_path(dir).as_cstr().to_bytes().to_vec();
     path.push(b'/');
@@ -50,6 +65,56 @@ pub fn get_xattr_of_child(
         |value| rustix::fs::lgetxattr(path.as_c_str(), xattr, value),
     )
 }
+
+/// Whether the kernel has getxattrat(2); cleared at the first ENOSYS.
+static HAS_GETXATTRAT: AtomicBool = AtomicBool::new(true);
+
+/// The argument block of getxattrat(2) (`struct xattr_args`).
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// getxattrat(dir, child, AT_SYMLINK_NOFOLLOW, attr) into `value` (an
+/// empty `value` asks for the size). rustix and libc lack a wrapper.
+fn getxattrat(
+    dir: BorrowedFd<'_>,
+    child: &CStr,
+    attr: &CStr,
+    value: &mut [u8],
+) -> SysResult<usize> {
+    let mut args = XattrArgs {
+        value: value.as_mut_ptr() as u64,
+        size: u32::try_from(value.len()).unwrap_or(u32::MAX),
+        flags: 0,
+    };
+    // SAFETY: getxattrat reads the two NUL-terminated strings and the
+    // argument block, all borrowed for the call, and writes at most
+    // `args.size` bytes at `args.value`, which is `value`'s length (capped
+    // below it) into memory `value` borrows mutably; the dir fd is
+    // borrowed and stays open for the call.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            dir.as_raw_fd(),
+            child.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+            attr.as_ptr(),
+            &mut args as *mut XattrArgs,
+            std::mem::size_of::<XattrArgs>(),
+        )
+    };
+    if rc < 0 {
+        return Err(last_errno());
+    }
+    usize::try_from(rc).map_err(|_| Errno::IO)
+}
+
+/// The syscall number of getxattrat(2): one for all architectures since
+/// the unified syscall table (Linux 6.13).
+const SYS_GETXATTRAT: libc::c_long = 464;
 
 /// Reads a value in one call when it is short, else sizes it first.
 fn read_xattr(
