@@ -30,20 +30,6 @@ fn real_open_flags(flags: i32) -> OFlags {
     OFlags::from_bits_retain((flags & keep) as _)
 }
 
-/// Reopens a real file; O_NOATIME needs its owner or CAP_FOWNER, and
-/// without them (an unprivileged daemon) the file is opened without it.
-pub(crate) fn reopen_maybe_noatime(
-    fd: std::os::fd::BorrowedFd<'_>,
-    flags: OFlags,
-) -> OpResult<OwnedFd> {
-    match sys::reopen(fd, flags) {
-        Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
-            sys::reopen(fd, flags - OFlags::NOATIME)
-        }
-        done => done,
-    }
-}
-
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -70,9 +56,8 @@ impl Overlay {
         } else {
             inode.data().ok_or(Errno::STALE)?
         };
-        let path_fd = self.real_fd(&source)?;
         let real_flags = real_open_flags(flags) | self.atime_flags(source.is_upper());
-        let fd = reopen_maybe_noatime(path_fd.as_fd(), real_flags)?;
+        let fd = self.open_real(&source, real_flags)?;
         let opened = self.register_file(inode.clone(), fd, source.key(), writable);
         if writable {
             // Attributes the kernel cached before this open must not
@@ -148,9 +133,8 @@ impl Overlay {
         if !handle.on_upper.load(Ordering::Acquire)
             && let Some(upper) = handle.inode.data().filter(|d| d.is_upper())
         {
-            let path_fd = self.real_fd(&upper)?;
             let flags = OFlags::RDONLY | self.atime_flags(true);
-            let fresh = Arc::new(reopen_maybe_noatime(path_fd.as_fd(), flags)?);
+            let fresh = Arc::new(self.open_real(&upper, flags)?);
             *handle.fd.write() = fresh.clone();
             handle.on_upper.store(true, Ordering::Release);
             return Ok(fresh);

@@ -85,9 +85,8 @@ impl Overlay {
         if let Some(fd) = files.readers.get(source.layer, source.real_ino) {
             return Ok(fd);
         }
-        let path_fd = self.real_fd(&source)?;
         let flags = OFlags::RDONLY | self.atime_flags(source.is_upper());
-        let fd = Arc::new(crate::fileio::reopen_maybe_noatime(path_fd.as_fd(), flags)?);
+        let fd = Arc::new(self.open_real(&source, flags)?);
         if cacheable(&source) {
             files
                 .readers
@@ -109,12 +108,11 @@ impl Overlay {
         if let Some(fd) = files.writers.get(upper.layer, upper.real_ino) {
             return Ok(fd);
         }
-        let path_fd = self.real_fd(upper)?;
         // Read and write, so that the same file serves copy_file_range and
         // fallocate; a daemon without CAP_DAC_OVERRIDE may only write a
         // file whose mode lets its owner write but not read.
-        let fd = match sys::reopen(path_fd.as_fd(), OFlags::RDWR) {
-            Err(Errno::ACCESS) => sys::reopen(path_fd.as_fd(), OFlags::WRONLY)?,
+        let fd = match self.open_real(upper, OFlags::RDWR) {
+            Err(Errno::ACCESS) => self.open_real(upper, OFlags::WRONLY)?,
             opened => opened?,
         };
         let fd = Arc::new(fd);

@@ -485,6 +485,35 @@ impl Overlay {
         sys::fstat(fd.as_fd())
     }
 
+    /// A real file opened for I/O with `flags`: where its `O_PATH` fd is not
+    /// at hand, by its name in its parent's dir, checked by inode number as
+    /// `real_fd` checks (one open and a stat, instead of opening it `O_PATH`,
+    /// the check and a reopen through /proc); else by reopening that fd.
+    /// O_NOATIME needs the file's owner or CAP_FOWNER, and without them (an
+    /// unprivileged daemon) the file is opened without it.
+    pub(crate) fn open_real(&self, r: &RealRef, flags: sys::OFlags) -> OpResult<OwnedFd> {
+        let without_noatime = |open: &dyn Fn(sys::OFlags) -> OpResult<OwnedFd>| match open(flags) {
+            Err(Errno::PERM) if flags.contains(sys::OFlags::NOATIME) => {
+                open(flags - sys::OFlags::NOATIME)
+            }
+            done => done,
+        };
+        if let Location::Child { parent, name } = &r.loc
+            && self.fds.get(r.layer, r.real_ino).is_none()
+        {
+            let parent_ref = parent.in_layer(r.layer).ok_or(Errno::STALE)?;
+            let dir = self.real_fd(&parent_ref)?;
+            let fd = without_noatime(&|flags| sys::open_child(dir.as_fd(), name, flags))?;
+            if sys::fstat(fd.as_fd())?.st_ino != r.real_ino {
+                // Replaced behind the mount's back.
+                return Err(Errno::STALE);
+            }
+            return Ok(fd);
+        }
+        let path_fd = self.real_fd(r)?;
+        without_noatime(&|flags| sys::reopen(path_fd.as_fd(), flags))
+    }
+
     /// An xattr of a real object. A lower object whose fd is not at hand is
     /// read by its name in its parent's dir, not opened: a lower layer never
     /// changes under the mount, so the name is that object (what `ls -l`

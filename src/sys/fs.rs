@@ -13,6 +13,14 @@ pub fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
     )
 }
 
+/// Opens the object `name` in `dir` for I/O with `flags`, never following
+/// a symlink and never creating.
+pub fn open_child(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> SysResult<OwnedFd> {
+    let flags = (flags | OFlags::NOFOLLOW | OFlags::CLOEXEC)
+        & !(OFlags::CREATE | OFlags::EXCL | OFlags::PATH);
+    rustix::fs::openat(dir, name, flags, Mode::empty())
+}
+
 /// Opens a directory given by an absolute path (a layer root) as `O_PATH`.
 pub fn open_root(path: &std::path::Path) -> SysResult<OwnedFd> {
     rustix::fs::openat(
