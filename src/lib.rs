@@ -12,6 +12,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod absent;
 pub mod attr;
 pub mod changes;
 pub mod changes_cli;

@@ -75,8 +75,10 @@ impl Overlay {
 
     /// Resolves `name` in `parent` without touching the inode table.
     /// `Ok(None)`: the merged view has no such name.
+    /// A name found in no layer is kept as absent below (`absent`), for
+    /// the create that follows.
     pub fn resolve(&self, parent: &Arc<Inode>, name: &OsStr) -> OpResult<Option<Resolved>> {
-        self.resolve_hinted(parent, name, &LowerHint::default())
+        self.resolve_walk(parent, name, &LowerHint::default(), true)
     }
 
     /// `resolve`, skipping the lower dirs a listing saw without the name.
@@ -88,6 +90,16 @@ impl Overlay {
         parent: &Arc<Inode>,
         name: &OsStr,
         hint: &LowerHint,
+    ) -> OpResult<Option<Resolved>> {
+        self.resolve_walk(parent, name, hint, false)
+    }
+
+    fn resolve_walk(
+        &self,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+        hint: &LowerHint,
+        note_absence: bool,
     ) -> OpResult<Option<Resolved>> {
         if !parent.is_dir() {
             return Err(Errno::NOTDIR);
@@ -101,6 +113,9 @@ impl Overlay {
         if format::is_reserved_name(name) || name.is_empty() || name == "." || name == ".." {
             return Ok(None);
         }
+        // Read before the walk: a name change in the dir during it makes
+        // what it finds about absence not count.
+        let names_version = parent.names_version();
         let dir = parent.layers();
         let name: Arc<OsStr> = Arc::from(name);
         let mut walk = Walk {
@@ -132,7 +147,14 @@ impl Overlay {
                 walk.lowers_show = None;
             }
         }
-        self.resolved(walk)
+        // No upper object (a whiteout ended the walk above) and no lower
+        // one: no lower dir shows the name (`lower_has` would say so).
+        let nothing_below = walk.upper_here.is_none() && walk.layers.lowers.is_empty();
+        let found = self.resolved(walk)?;
+        if found.is_none() && nothing_below && note_absence {
+            self.absent_below().note(parent, names_version, &name);
+        }
+        Ok(found)
     }
 
     /// The upper layer's part of a lookup; `false` if it whites the name out.

@@ -111,7 +111,12 @@ impl Overlay {
         let over = self.upper_entry(parent, name)?;
         let whited_out = match over {
             Presence::Object(_) => return Err(Errno::EXIST),
-            Presence::Absent if self.lower_has(parent, name)? => return Err(Errno::EXIST),
+            Presence::Absent
+                if !self.absent_below().known_absent(parent, name)
+                    && self.lower_has(parent, name)? =>
+            {
+                return Err(Errno::EXIST);
+            }
             Presence::Absent => false,
             Presence::Whiteout | Presence::OciWhiteout => true,
         };

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::absent::AbsentBelow;
 use crate::error::OpResult;
 use crate::fdcache::FdCache;
 use crate::format::XattrNamespace;
@@ -124,6 +125,8 @@ pub struct Overlay {
     /// `treecopy`): by upper inode number, with the origin that proves it is
     /// still the same object.
     kept_numbers: DashMap<u64, KeptNumber>,
+    /// Names lookups just found in no lower dir, for the creates after them.
+    absent_below: AbsentBelow,
 }
 
 /// The number a copied-up object keeps for the rest of a mount after its
@@ -170,6 +173,7 @@ impl Overlay {
             caps,
             handles: Handles::default(),
             inode_files: InodeFiles::new(options.fd_cache_capacity),
+            absent_below: AbsentBelow::default(),
             dir_order: DirOrder::default(),
             clone_unsupported: std::sync::atomic::AtomicBool::new(false),
             data_ordering,
@@ -268,6 +272,10 @@ impl Overlay {
 
     pub(crate) fn handles(&self) -> &Handles {
         &self.handles
+    }
+
+    pub(crate) fn absent_below(&self) -> &AbsentBelow {
+        &self.absent_below
     }
 
     pub(crate) fn inode_files(&self) -> &InodeFiles {
