@@ -155,10 +155,8 @@ impl Overlay {
                     return Ok((None, None));
                 }
             };
-            let fd = match (&opened, &handle) {
-                (Some(fd), _) | (None, Some(fd)) => fd.as_fd(),
-                (None, None) => return Err(Errno::STALE),
-            };
+            let fd = opened.as_ref().or(handle.as_ref()).ok_or(Errno::STALE)?;
+            let fd = fd.as_fd();
             let mut stat = own_new(fd, uid, gid, mode)?;
             if matches!(new.kind, NewKind::Dir) {
                 // mkdir drops set-id bits; with an inherited default ACL
