@@ -159,10 +159,7 @@ impl Overlay {
         // A file open for writing is its upper file: its open file takes
         // these calls as an `O_PATH` fd would, and is at hand (a file just
         // made, as by an untar, has no `O_PATH` fd yet).
-        let writer = self
-            .handles()
-            .writer_fd(inode)
-            .or_else(|| self.open_writer_of(inode));
+        let writer = self.open_writer_of(inode);
         let fd = match &writer {
             Some(open) => open.clone(),
             None => self.real_fd(&upper)?,
@@ -279,11 +276,7 @@ impl Overlay {
         if format::is_hidden_xattr(name) {
             return Err(Errno::NODATA);
         }
-        if let Some(open) = self
-            .handles()
-            .writer_fd(inode)
-            .or_else(|| self.open_writer_of(inode))
-        {
+        if let Some(open) = self.open_writer_of(inode) {
             // A file open for writing is its upper file (the kernel asks for
             // security.capability at each write): read through that file.
             return sys::get_xattr_of_open_file(open.as_fd(), name)?.ok_or(Errno::NODATA);

@@ -140,8 +140,13 @@ impl Overlay {
         }
     }
 
-    /// The upper file of `inode` if one is open for writing already.
+    /// The upper file of `inode` if one is open for writing already: a
+    /// handle's, or (`open=kernel`) the writers cache's. Calls that do not
+    /// take an `O_PATH` fd can use it directly.
     pub(crate) fn open_writer_of(&self, inode: &Inode) -> Option<Arc<OwnedFd>> {
+        if let Some(open) = self.handles().writer_fd(inode) {
+            return Some(open);
+        }
         if !self.options.kernel_opens {
             return None;
         }

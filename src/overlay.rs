@@ -506,9 +506,10 @@ impl Overlay {
             }
             done => done,
         };
-        if let Location::Child { parent, name } = &r.loc
-            && self.fds.get(r.layer, r.real_ino).is_none()
-        {
+        if let Some(path_fd) = self.fds.get(r.layer, r.real_ino) {
+            return without_noatime(&|flags| sys::reopen(path_fd.as_fd(), flags));
+        }
+        if let Location::Child { parent, name } = &r.loc {
             let parent_ref = parent.in_layer(r.layer).ok_or(Errno::STALE)?;
             let dir = self.real_fd(&parent_ref)?;
             let fd = without_noatime(&|flags| sys::open_child(dir.as_fd(), name, flags))?;
