@@ -142,10 +142,19 @@ impl Overlay {
         Ok(handle.fd())
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset` of open file `fh`, appended to
+    /// `into` (the buffer the answer is sent from).
+    pub fn read_into(&self, fh: u64, offset: u64, size: u32, into: &mut Vec<u8>) -> OpResult<()> {
         let handle = self.file(fh)?;
         let fd = self.read_fd(&handle)?;
-        read_at(fd.as_fd(), offset, size)
+        read_at(fd.as_fd(), offset, size, into)
+    }
+
+    /// Reads up to `size` bytes at `offset` of open file `fh`.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+        let mut data = Vec::new();
+        self.read_into(fh, offset, size, &mut data)?;
+        Ok(data)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> OpResult<usize> {
@@ -292,24 +301,22 @@ impl Overlay {
     }
 }
 
-/// A read request's answer from a real open file: one read, since a short
-/// read of a regular file is its end, and the kernel takes a short answer
-/// as the end too (reading on until the buffer is full would cost every
-/// small file a second, empty read).
+/// A read request's answer from a real open file, appended to `into`: one
+/// read, since a short read of a regular file is its end, and the kernel
+/// takes a short answer as the end too (reading on until the buffer is full
+/// would cost every small file a second, empty read).
 pub(crate) fn read_at(
     fd: std::os::fd::BorrowedFd<'_>,
     offset: u64,
     size: u32,
-) -> OpResult<Vec<u8>> {
-    let mut buf = vec![0u8; size as usize];
-    let filled = loop {
-        match sys::pread(fd, &mut buf, offset) {
+    into: &mut Vec<u8>,
+) -> OpResult<()> {
+    loop {
+        match sys::pread_appending(fd, into, size as usize, offset) {
             Err(Errno::INTR) => continue,
-            done => break done?,
+            done => return done.map(drop),
         }
-    };
-    buf.truncate(filled);
-    Ok(buf)
+    }
 }
 
 /// A write request's data into a real open file; a failure after some of

@@ -154,9 +154,17 @@ impl Overlay {
         self.inode_files().writers.get(upper.layer, upper.real_ino)
     }
 
-    pub fn read_inode(&self, inode: &Inode, offset: u64, size: u32) -> OpResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset` of `inode`'s data (its upper
+    /// copy's once there is one), appended to `into`.
+    pub fn read_inode(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        size: u32,
+        into: &mut Vec<u8>,
+    ) -> OpResult<()> {
         let fd = self.reading_fd(inode)?;
-        crate::fileio::read_at(fd.as_fd(), offset, size)
+        crate::fileio::read_at(fd.as_fd(), offset, size, into)
     }
 
     /// Writes at `offset` (the kernel places appends itself, from the size

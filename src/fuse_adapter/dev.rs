@@ -55,6 +55,32 @@ impl ReplyChannel for DevChannel {
     fn send(&self, unique: u64, error: i32, body: &[&[u8]]) -> std::io::Result<()> {
         self.write(unique, error, body)
     }
+
+    /// Fills a buffer kept by the request thread: a read's data is read
+    /// into it and written to the kernel from it, without a fresh (and for
+    /// a big read, freshly faulted-in) allocation for every request.
+    fn send_filled(
+        &self,
+        unique: u64,
+        size: usize,
+        fill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), i32>,
+    ) -> std::io::Result<()> {
+        READ_REPLY.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            kept.clear();
+            kept.reserve(size);
+            match fill(&mut kept) {
+                Ok(()) => self.write(unique, 0, &[&kept]),
+                Err(error) => self.write(unique, error, &[]),
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// The body of a read's answer, one for each request thread (at most
+    /// `MAX_WRITE` bytes, what the kernel asks for at most).
+    static READ_REPLY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What the kernel offered at INIT and what cowfs took.

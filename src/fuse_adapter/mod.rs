@@ -497,13 +497,12 @@ impl CowFs {
 
     fn read(&self, file: OpenFile, offset: u64, size: u32, reply: ReplyData) {
         self.guarded(Op::Read, || {
-            let data = match file.kernels() {
-                Some(ino) => {
-                    self.on_inode(ino, |inode| self.overlay.read_inode(inode, offset, size))
-                }
-                None => self.overlay.read(file.fh, offset, size),
-            };
-            reply.answer(&self.ttl, data);
+            reply.read_into(size as usize, |into| match file.kernels() {
+                Some(ino) => self.on_inode(ino, |inode| {
+                    self.overlay.read_inode(inode, offset, size, into)
+                }),
+                None => self.overlay.read_into(file.fh, offset, size, into),
+            });
         });
     }
 

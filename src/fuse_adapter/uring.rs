@@ -545,6 +545,38 @@ impl ReplyChannel for StagedReply {
         }
         Ok(())
     }
+
+    /// Fills the staging buffer itself: a read's data goes from the file
+    /// into it, and from it into the entry's payload buffer, and no further.
+    fn send_filled(
+        &self,
+        unique: u64,
+        size: usize,
+        fill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), i32>,
+    ) -> std::io::Result<()> {
+        let mut staged = self.staged.lock();
+        if staged.unique != unique || staged.answered || unique == 0 {
+            return Err(std::io::Error::other(format!(
+                "io_uring: no ring entry waits for an answer to request {unique}"
+            )));
+        }
+        staged.answered = true;
+        staged.body.clear();
+        if size > staged.body.capacity() {
+            // As in `send`: the kernel asks for no more than a payload.
+            debug_assert!(false, "a {size}-byte read for a ring entry");
+            staged.error = -libc::EIO;
+            return Ok(());
+        }
+        staged.error = match fill(&mut staged.body) {
+            Ok(()) => 0,
+            Err(error) => {
+                staged.body.clear();
+                error
+            }
+        };
+        Ok(())
+    }
 }
 
 // `in_out` holds `fuse_out_header` on commit.
@@ -582,6 +614,45 @@ mod tests {
         assert_eq!(i32::from_ne_bytes(in_out[4..8].try_into().unwrap()), 0);
         assert_eq!(u64::from_ne_bytes(in_out[8..16].try_into().unwrap()), 42);
         assert!(reply.send(42, 0, &[]).is_err(), "a late answer is refused");
+    }
+
+    #[test]
+    fn a_filled_reply_is_read_into_the_staging_buffer() {
+        let reply = StagedReply::new(64);
+        reply.expect(7);
+        let mut asked = 0;
+        reply
+            .send_filled(7, 16, &mut |body| {
+                asked = body.capacity();
+                body.extend_from_slice(b"data");
+                Ok(())
+            })
+            .expect("send_filled");
+        assert!(asked >= 16, "room for the read");
+        assert!(
+            reply.send_filled(7, 16, &mut |_| Ok(())).is_err(),
+            "a second answer is refused"
+        );
+        let mut in_out = [0u8; IN_OUT_SIZE];
+        let mut payload = [0u8; 64];
+        assert_eq!(reply.take_into(7, &mut in_out, &mut payload), 4);
+        assert_eq!(&payload[..4], b"data");
+        assert_eq!(i32::from_ne_bytes(in_out[4..8].try_into().unwrap()), 0);
+
+        // A failed read answers its errno and no data, even after a part of it.
+        reply.expect(8);
+        reply
+            .send_filled(8, 16, &mut |body| {
+                body.extend_from_slice(b"part");
+                Err(-libc::EIO)
+            })
+            .expect("send_filled");
+        assert_eq!(reply.take_into(8, &mut in_out, &mut payload), 0);
+        assert_eq!(
+            i32::from_ne_bytes(in_out[4..8].try_into().unwrap()),
+            -libc::EIO
+        );
+        assert_eq!(u32::from_ne_bytes(in_out[..4].try_into().unwrap()), 16);
     }
 
     #[test]

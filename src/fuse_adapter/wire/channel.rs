@@ -54,6 +54,24 @@ pub trait ReplyChannel: Send + Sync {
     /// errno, `body` the reply's bytes after `struct fuse_out_header`, in
     /// pieces (empty with an error). Called at most once per request.
     fn send(&self, unique: u64, error: i32, body: &[&[u8]]) -> std::io::Result<()>;
+
+    /// Sends the answer to request `unique` whose body `fill` appends to an
+    /// empty buffer with room for `size` bytes (a read's data, read straight
+    /// into it); an `Err` from `fill` (a negative errno) is answered instead.
+    /// A channel with a reply buffer of its own lends it, so that the data
+    /// is neither zeroed first nor copied again on its way.
+    fn send_filled(
+        &self,
+        unique: u64,
+        size: usize,
+        fill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), i32>,
+    ) -> std::io::Result<()> {
+        let mut body = Vec::with_capacity(size);
+        match fill(&mut body) {
+            Ok(()) => self.send(unique, 0, &[&body]),
+            Err(error) => self.send(unique, error, &[]),
+        }
+    }
 }
 
 /// Serves requests, whichever transport brought them.

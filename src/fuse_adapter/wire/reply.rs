@@ -45,6 +45,32 @@ impl Reply {
     pub fn bytes(mut self, body: &[u8]) {
         self.send(0, &[body]);
     }
+
+    /// Answers with the body `fill` appends to a buffer with room for
+    /// `size` bytes, or with the errno it fails with.
+    pub fn filled(mut self, size: usize, fill: impl FnOnce(&mut Vec<u8>) -> Result<(), Errno>) {
+        let Some(channel) = self.channel.take() else {
+            return;
+        };
+        // The channel is taken now, so a panic in `fill` must still end in
+        // an answer (EIO), as a dropped reply's does.
+        let mut fill = Some(fill);
+        let mut fill_once = |body: &mut Vec<u8>| {
+            let fill = fill.take().ok_or(-libc::EIO)?;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fill(body))) {
+                Ok(filled) => filled.map_err(|e| -e.raw_os_error()),
+                Err(_) => {
+                    body.clear();
+                    Err(-libc::EIO)
+                }
+            }
+        };
+        if let Err(e) = channel.send_filled(self.unique, size, &mut fill_once)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            tracing::warn!(%e, unique = self.unique, "sending a reply failed");
+        }
+    }
 }
 
 impl Drop for Reply {
@@ -145,6 +171,12 @@ impl ReplyEntry {
 impl ReplyData {
     pub fn data(self, data: &[u8]) {
         self.0.bytes(data);
+    }
+
+    /// Answers with at most `size` bytes that `read` appends to the buffer
+    /// the answer goes from, or with the errno it fails with.
+    pub fn read_into(self, size: usize, read: impl FnOnce(&mut Vec<u8>) -> Result<(), Errno>) {
+        self.0.filled(size, read);
     }
 }
 
@@ -306,5 +338,51 @@ impl ReplyDirectory {
 
     pub fn error(self, e: Errno) {
         self.reply.error(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    /// Keeps what was sent: (error, body).
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(i32, Vec<u8>)>>);
+
+    impl ReplyChannel for Recorded {
+        fn send(&self, _unique: u64, error: i32, body: &[&[u8]]) -> std::io::Result<()> {
+            self.0.lock().push((error, body.concat()));
+            Ok(())
+        }
+    }
+
+    fn filled_with(fill: impl FnOnce(&mut Vec<u8>) -> Result<(), Errno>) -> Vec<(i32, Vec<u8>)> {
+        let channel = Arc::new(Recorded::default());
+        ReplyData::new(Reply::new(1, channel.clone())).read_into(8, fill);
+        std::mem::take(&mut *channel.0.lock())
+    }
+
+    #[test]
+    fn a_read_into_the_reply_answers_once_with_its_data_or_its_errno() {
+        assert_eq!(
+            filled_with(|body| {
+                body.extend_from_slice(b"abc");
+                Ok(())
+            }),
+            [(0, b"abc".to_vec())]
+        );
+        assert_eq!(
+            filled_with(|_| Err(Errno::NOENT)),
+            [(-libc::ENOENT, Vec::new())]
+        );
+        // A panic in the read is still answered, with EIO.
+        assert_eq!(
+            filled_with(|body| {
+                body.push(1);
+                panic!("a failing read")
+            }),
+            [(-libc::EIO, Vec::new())]
+        );
     }
 }
