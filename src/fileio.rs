@@ -1,7 +1,7 @@
 //! Open files and dirs: open (copying up on a write open), read, write,
 //! fsync, fallocate, lseek, copy_file_range.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -142,18 +142,19 @@ impl Overlay {
         Ok(handle.fd())
     }
 
-    /// Reads up to `size` bytes at `offset` of open file `fh`, appended to
-    /// `into` (the buffer the answer is sent from).
-    pub fn read_into(&self, fh: u64, offset: u64, size: u32, into: &mut Vec<u8>) -> OpResult<()> {
+    /// The real file a read of open file `fh` reads now (its upper copy
+    /// once the file was copied up since it was opened).
+    pub fn file_to_read_of(&self, fh: u64) -> OpResult<Arc<OwnedFd>> {
         let handle = self.file(fh)?;
-        let fd = self.read_fd(&handle)?;
-        read_at(fd.as_fd(), offset, size, into)
+        self.read_fd(&handle)
     }
 
     /// Reads up to `size` bytes at `offset` of open file `fh`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> OpResult<Vec<u8>> {
-        let mut data = Vec::new();
-        self.read_into(fh, offset, size, &mut data)?;
+        let fd = self.file_to_read_of(fh)?;
+        let mut data = vec![0; size as usize];
+        let read = read_at(fd.as_fd(), offset, &mut data)?;
+        data.truncate(read);
         Ok(data)
     }
 
@@ -301,20 +302,15 @@ impl Overlay {
     }
 }
 
-/// A read request's answer from a real open file, appended to `into`: one
-/// read, since a short read of a regular file is its end, and the kernel
-/// takes a short answer as the end too (reading on until the buffer is full
-/// would cost every small file a second, empty read).
-pub(crate) fn read_at(
-    fd: std::os::fd::BorrowedFd<'_>,
-    offset: u64,
-    size: u32,
-    into: &mut Vec<u8>,
-) -> OpResult<()> {
+/// A read request's answer from a real open file, into `into` (at most
+/// its length): one read, since a short read of a regular file is its end,
+/// and the kernel takes a short answer as the end too (reading on until the
+/// buffer is full would cost every small file a second, empty read).
+pub fn read_at(fd: BorrowedFd<'_>, offset: u64, into: &mut [u8]) -> OpResult<usize> {
     loop {
-        match sys::pread_appending(fd, into, size as usize, offset) {
+        match sys::pread(fd, into, offset) {
             Err(Errno::INTR) => continue,
-            done => return done.map(drop),
+            done => return done,
         }
     }
 }

@@ -154,17 +154,11 @@ impl Overlay {
         self.inode_files().writers.get(upper.layer, upper.real_ino)
     }
 
-    /// Reads up to `size` bytes at `offset` of `inode`'s data (its upper
-    /// copy's once there is one), appended to `into`.
-    pub fn read_inode(
-        &self,
-        inode: &Inode,
-        offset: u64,
-        size: u32,
-        into: &mut Vec<u8>,
-    ) -> OpResult<()> {
-        let fd = self.reading_fd(inode)?;
-        crate::fileio::read_at(fd.as_fd(), offset, size, into)
+    /// The real file a read of `inode` reads now: its upper copy once there
+    /// is one with data, else its lower file (the transport reads the
+    /// answer from it into the buffer the answer is sent from).
+    pub fn file_to_read(&self, inode: &Inode) -> OpResult<Arc<OwnedFd>> {
+        self.reading_fd(inode)
     }
 
     /// Writes at `offset` (the kernel places appends itself, from the size

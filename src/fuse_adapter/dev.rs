@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::poll::{PollWindow, Poller};
 use super::wire::abi::{self, ArgReader, ArgWriter};
-use super::wire::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
+use super::wire::{Dispatch, InHeader, OUT_HEADER_SIZE, ReadSource, ReplyChannel};
 use crate::sys;
 
 /// The most a write request carries (`max_write`), and so the size of a
@@ -56,21 +56,18 @@ impl ReplyChannel for DevChannel {
         self.write(unique, error, body)
     }
 
-    /// Fills a buffer kept by the request thread: a read's data is read
-    /// into it and written to the kernel from it, without a fresh (and for
-    /// a big read, freshly faulted-in) allocation for every request.
-    fn send_filled(
-        &self,
-        unique: u64,
-        size: usize,
-        fill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), i32>,
-    ) -> std::io::Result<()> {
+    /// Reads into a buffer kept by the request thread and writes the answer
+    /// from it: no fresh (for a big read, freshly faulted-in) allocation, no
+    /// zeroing, for every request.
+    fn send_read(&self, unique: u64, source: ReadSource) -> std::io::Result<()> {
         READ_REPLY.with(|kept| {
             let mut kept = kept.borrow_mut();
-            kept.clear();
-            kept.reserve(size);
-            match fill(&mut kept) {
-                Ok(()) => self.write(unique, 0, &[&kept]),
+            if kept.len() < source.size {
+                // Zeroed once, as it grows to the largest read asked for.
+                kept.resize(source.size, 0);
+            }
+            match source.read_into(&mut kept[..source.size]) {
+                Ok(read) => self.write(unique, 0, &[&kept[..read]]),
                 Err(error) => self.write(unique, error, &[]),
             }
         })
@@ -78,8 +75,8 @@ impl ReplyChannel for DevChannel {
 }
 
 thread_local! {
-    /// The body of a read's answer, one for each request thread (at most
-    /// `MAX_WRITE` bytes, what the kernel asks for at most).
+    /// Where a read's answer is read into, one for each request thread (as
+    /// big as the largest read asked for: at most `MAX_WRITE` bytes).
     static READ_REPLY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -36,7 +36,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::poll::{PollWindow, Poller};
-use super::wire::channel::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
+use super::wire::channel::{Dispatch, InHeader, OUT_HEADER_SIZE, ReadSource, ReplyChannel};
 use crate::sys::Errno;
 use crate::sys::uring::{self as sys_uring, Completion, FuseRing, IN_OUT_SIZE, OP_IN_SIZE};
 
@@ -474,6 +474,8 @@ struct Staged {
     answered: bool,
     error: i32,
     body: Vec<u8>,
+    /// A read's answer, read into the payload buffer at commit.
+    read: Option<ReadSource>,
 }
 
 impl StagedReply {
@@ -484,6 +486,7 @@ impl StagedReply {
                 answered: false,
                 error: 0,
                 body: Vec::with_capacity(max_payload),
+                read: None,
             }),
         }
     }
@@ -494,23 +497,37 @@ impl StagedReply {
         staged.answered = false;
         staged.error = 0;
         staged.body.clear();
+        staged.read = None;
     }
 
     /// Writes the staged answer (EIO if there is none) into the entry's
-    /// `in_out` area and payload buffer; returns the body's length.
+    /// `in_out` area and payload buffer; returns the body's length. A
+    /// staged read is made now, into the payload buffer.
     fn take_into(&self, unique: u64, in_out: &mut [u8], payload: &mut [u8]) -> usize {
         let mut staged = self.staged.lock();
         if !staged.answered || staged.unique != unique {
             tracing::error!("io_uring: request {unique} got no answer; EIO");
             staged.error = -libc::EIO;
             staged.body.clear();
+            staged.read = None;
         }
         let mut body_len = staged.body.len();
-        if body_len > payload.len() {
+        if let Some(read) = staged.read.take() {
+            // Payload buffers are sized for the largest read the kernel asks
+            // for; a bigger ask is cut to the buffer (a short read).
+            match read.read_into(payload) {
+                Ok(read) => body_len = read,
+                Err(error) => {
+                    staged.error = error;
+                    body_len = 0;
+                }
+            }
+        } else if body_len > payload.len() {
             staged.error = -libc::EIO;
             body_len = 0;
+        } else {
+            payload[..body_len].copy_from_slice(&staged.body[..body_len]);
         }
-        payload[..body_len].copy_from_slice(&staged.body[..body_len]);
         let len = u32::try_from(OUT_HEADER_SIZE + body_len).unwrap_or(u32::MAX);
         in_out[..4].copy_from_slice(&len.to_ne_bytes());
         in_out[4..8].copy_from_slice(&staged.error.to_ne_bytes());
@@ -546,14 +563,11 @@ impl ReplyChannel for StagedReply {
         Ok(())
     }
 
-    /// Fills the staging buffer itself: a read's data goes from the file
-    /// into it, and from it into the entry's payload buffer, and no further.
-    fn send_filled(
-        &self,
-        unique: u64,
-        size: usize,
-        fill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), i32>,
-    ) -> std::io::Result<()> {
+    /// Stages the read itself: it is made when the answer is committed,
+    /// straight into the entry's payload buffer (which holds the request
+    /// until the request has been served), so a read's data is copied once,
+    /// from the file's pages into the buffer the kernel takes it from.
+    fn send_read(&self, unique: u64, source: ReadSource) -> std::io::Result<()> {
         let mut staged = self.staged.lock();
         if staged.unique != unique || staged.answered || unique == 0 {
             return Err(std::io::Error::other(format!(
@@ -561,20 +575,8 @@ impl ReplyChannel for StagedReply {
             )));
         }
         staged.answered = true;
-        staged.body.clear();
-        if size > staged.body.capacity() {
-            // As in `send`: the kernel asks for no more than a payload.
-            debug_assert!(false, "a {size}-byte read for a ring entry");
-            staged.error = -libc::EIO;
-            return Ok(());
-        }
-        staged.error = match fill(&mut staged.body) {
-            Ok(()) => 0,
-            Err(error) => {
-                staged.body.clear();
-                error
-            }
-        };
+        staged.error = 0;
+        staged.read = Some(source);
         Ok(())
     }
 }
@@ -617,42 +619,43 @@ mod tests {
     }
 
     #[test]
-    fn a_filled_reply_is_read_into_the_staging_buffer() {
+    fn a_staged_read_is_made_into_the_payload_buffer_at_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").expect("write");
+        let source = |path: &std::path::Path, offset, size| ReadSource {
+            file: Arc::new(OwnedFd::from(std::fs::File::open(path).expect("open"))),
+            offset,
+            size,
+        };
         let reply = StagedReply::new(64);
         reply.expect(7);
-        let mut asked = 0;
-        reply
-            .send_filled(7, 16, &mut |body| {
-                asked = body.capacity();
-                body.extend_from_slice(b"data");
-                Ok(())
-            })
-            .expect("send_filled");
-        assert!(asked >= 16, "room for the read");
-        assert!(
-            reply.send_filled(7, 16, &mut |_| Ok(())).is_err(),
-            "a second answer is refused"
-        );
+        reply.send_read(7, source(&path, 3, 4)).expect("send_read");
+        assert!(reply.send(7, 0, &[]).is_err(), "a second answer is refused");
+        // Changed before the commit: the answer is what the file holds then.
+        std::fs::write(&path, b"abcdefghij").expect("write");
         let mut in_out = [0u8; IN_OUT_SIZE];
         let mut payload = [0u8; 64];
         assert_eq!(reply.take_into(7, &mut in_out, &mut payload), 4);
-        assert_eq!(&payload[..4], b"data");
+        assert_eq!(&payload[..4], b"defg");
         assert_eq!(i32::from_ne_bytes(in_out[4..8].try_into().unwrap()), 0);
+        assert_eq!(u32::from_ne_bytes(in_out[..4].try_into().unwrap()), 20);
 
-        // A failed read answers its errno and no data, even after a part of it.
+        // A read cut to the payload buffer, and a failing read's errno.
         reply.expect(8);
+        reply.send_read(8, source(&path, 0, 64)).expect("send_read");
+        let mut small = [0u8; 3];
+        assert_eq!(reply.take_into(8, &mut in_out, &mut small), 3);
+        assert_eq!(&small, b"abc");
+        reply.expect(9);
         reply
-            .send_filled(8, 16, &mut |body| {
-                body.extend_from_slice(b"part");
-                Err(-libc::EIO)
-            })
-            .expect("send_filled");
-        assert_eq!(reply.take_into(8, &mut in_out, &mut payload), 0);
+            .send_read(9, source(dir.path(), 0, 4))
+            .expect("send_read");
+        assert_eq!(reply.take_into(9, &mut in_out, &mut payload), 0);
         assert_eq!(
             i32::from_ne_bytes(in_out[4..8].try_into().unwrap()),
-            -libc::EIO
+            -libc::EISDIR
         );
-        assert_eq!(u32::from_ne_bytes(in_out[..4].try_into().unwrap()), 16);
     }
 
     #[test]

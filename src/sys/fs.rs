@@ -256,26 +256,6 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize
     rustix::io::pread(fd, buf, offset)
 }
 
-/// One `pread` of up to `len` bytes at `offset`, appended to `buf` without
-/// first zeroing the room for them (a read request's answer is read
-/// straight into the buffer it is sent from); returns how many came.
-pub fn pread_appending(
-    fd: BorrowedFd<'_>,
-    buf: &mut Vec<u8>,
-    len: usize,
-    offset: u64,
-) -> SysResult<usize> {
-    buf.reserve(len);
-    let room = &mut buf.spare_capacity_mut()[..len];
-    let (filled, _) = rustix::io::pread(fd, room, offset)?;
-    let read = filled.len();
-    // SAFETY: `pread` initialized the first `read` bytes of the spare
-    // capacity (rustix hands back exactly that prefix as `filled`), and
-    // `read <= len <= capacity - len()`.
-    unsafe { buf.set_len(buf.len() + read) };
-    Ok(read)
-}
-
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
     rustix::io::pwrite(fd, buf, offset)
 }

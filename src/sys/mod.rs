@@ -104,19 +104,4 @@ mod tests {
             direct.st_ino
         );
     }
-
-    #[test]
-    fn pread_appending_reads_at_most_len_after_what_is_there() {
-        let mut file = tempfile::tempfile().expect("temp file");
-        std::io::Write::write_all(&mut file, b"0123456789").expect("write");
-        let mut buf = b"head:".to_vec();
-        assert_eq!(pread_appending(file.as_fd(), &mut buf, 4, 3), Ok(4));
-        assert_eq!(buf, b"head:3456");
-        // Room beyond `len` is left alone, and a read at the end adds nothing.
-        let mut roomy = Vec::with_capacity(64);
-        assert_eq!(pread_appending(file.as_fd(), &mut roomy, 2, 8), Ok(2));
-        assert_eq!(roomy, b"89");
-        assert_eq!(pread_appending(file.as_fd(), &mut roomy, 8, 10), Ok(0));
-        assert_eq!(roomy, b"89");
-    }
 }

@@ -4,6 +4,7 @@
 //! (`/dev/fuse` reads and FUSE over io_uring) hand requests to the same
 //! `Dispatch`.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 /// `struct fuse_in_header`: what every request starts with.
@@ -55,20 +56,16 @@ pub trait ReplyChannel: Send + Sync {
     /// pieces (empty with an error). Called at most once per request.
     fn send(&self, unique: u64, error: i32, body: &[&[u8]]) -> std::io::Result<()>;
 
-    /// Sends the answer to request `unique` whose body `fill` appends to an
-    /// empty buffer with room for `size` bytes (a read's data, read straight
-    /// into it); an `Err` from `fill` (a negative errno) is answered instead.
-    /// A channel with a reply buffer of its own lends it, so that the data
-    /// is neither zeroed first nor copied again on its way.
-    fn send_filled(
-        &self,
-        unique: u64,
-        size: usize,
-        fill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), i32>,
-    ) -> std::io::Result<()> {
-        let mut body = Vec::with_capacity(size);
-        match fill(&mut body) {
-            Ok(()) => self.send(unique, 0, &[&body]),
+    /// Sends the answer to a read: what `source` reads, read by the
+    /// transport into the buffer the answer is sent from (as libfuse's
+    /// file-descriptor buffers are), or the read's errno. The default
+    /// reads into a fresh buffer; a transport with a buffer of its own
+    /// reads into that, so the data is neither zeroed first nor copied again
+    /// on its way.
+    fn send_read(&self, unique: u64, source: ReadSource) -> std::io::Result<()> {
+        let mut body = vec![0; source.size];
+        match source.read_into(&mut body) {
+            Ok(read) => self.send(unique, 0, &[&body[..read]]),
             Err(error) => self.send(unique, error, &[]),
         }
     }
@@ -93,4 +90,22 @@ pub trait Dispatch: Send + Sync {
     /// Told when a transport found a request while polling for it, where
     /// it would otherwise have slept (for the mount's figures).
     fn found_polling(&self) {}
+}
+
+/// The data a read is answered with: at most `size` bytes at `offset` of an
+/// open real file.
+pub struct ReadSource {
+    pub file: Arc<OwnedFd>,
+    pub offset: u64,
+    pub size: usize,
+}
+
+impl ReadSource {
+    /// Reads the data into the start of `buf` (at most `size` bytes, at most
+    /// `buf`'s length); returns how many came, or a negative errno.
+    pub fn read_into(&self, buf: &mut [u8]) -> Result<usize, i32> {
+        let room = buf.len().min(self.size);
+        crate::fileio::read_at(self.file.as_fd(), self.offset, &mut buf[..room])
+            .map_err(|e| -e.raw_os_error())
+    }
 }

@@ -8,4 +8,4 @@ pub mod channel;
 pub mod reply;
 
 pub use abi::FileAttr;
-pub use channel::{Dispatch, InHeader, OUT_HEADER_SIZE, ReplyChannel};
+pub use channel::{Dispatch, InHeader, OUT_HEADER_SIZE, ReadSource, ReplyChannel};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::abi::{self, ArgWriter, FileAttr};
-use super::channel::ReplyChannel;
+use super::channel::{ReadSource, ReplyChannel};
 use crate::error::Errno;
 
 /// Sends one request's answer through the channel it came with.
@@ -46,26 +46,10 @@ impl Reply {
         self.send(0, &[body]);
     }
 
-    /// Answers with the body `fill` appends to a buffer with room for
-    /// `size` bytes, or with the errno it fails with.
-    pub fn filled(mut self, size: usize, fill: impl FnOnce(&mut Vec<u8>) -> Result<(), Errno>) {
-        let Some(channel) = self.channel.take() else {
-            return;
-        };
-        // The channel is taken now, so a panic in `fill` must still end in
-        // an answer (EIO), as a dropped reply's does.
-        let mut fill = Some(fill);
-        let mut fill_once = |body: &mut Vec<u8>| {
-            let fill = fill.take().ok_or(-libc::EIO)?;
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fill(body))) {
-                Ok(filled) => filled.map_err(|e| -e.raw_os_error()),
-                Err(_) => {
-                    body.clear();
-                    Err(-libc::EIO)
-                }
-            }
-        };
-        if let Err(e) = channel.send_filled(self.unique, size, &mut fill_once)
+    /// Answers with what `source` reads (see `ReplyChannel::send_read`).
+    pub fn read_from(mut self, source: ReadSource) {
+        if let Some(channel) = self.channel.take()
+            && let Err(e) = channel.send_read(self.unique, source)
             && e.raw_os_error() != Some(libc::ENOENT)
         {
             tracing::warn!(%e, unique = self.unique, "sending a reply failed");
@@ -173,10 +157,10 @@ impl ReplyData {
         self.0.bytes(data);
     }
 
-    /// Answers with at most `size` bytes that `read` appends to the buffer
-    /// the answer goes from, or with the errno it fails with.
-    pub fn read_into(self, size: usize, read: impl FnOnce(&mut Vec<u8>) -> Result<(), Errno>) {
-        self.0.filled(size, read);
+    /// Answers with the data `source` reads, read into the buffer the
+    /// answer goes from, or with the read's errno.
+    pub fn read_from(self, source: ReadSource) {
+        self.0.read_from(source);
     }
 }
 
@@ -357,32 +341,25 @@ mod tests {
         }
     }
 
-    fn filled_with(fill: impl FnOnce(&mut Vec<u8>) -> Result<(), Errno>) -> Vec<(i32, Vec<u8>)> {
+    fn read_from(path: &std::path::Path, offset: u64, size: usize) -> Vec<(i32, Vec<u8>)> {
         let channel = Arc::new(Recorded::default());
-        ReplyData::new(Reply::new(1, channel.clone())).read_into(8, fill);
+        let file = Arc::new(std::os::fd::OwnedFd::from(
+            std::fs::File::open(path).expect("open"),
+        ));
+        let source = ReadSource { file, offset, size };
+        ReplyData::new(Reply::new(1, channel.clone())).read_from(source);
         std::mem::take(&mut *channel.0.lock())
     }
 
     #[test]
-    fn a_read_into_the_reply_answers_once_with_its_data_or_its_errno() {
-        assert_eq!(
-            filled_with(|body| {
-                body.extend_from_slice(b"abc");
-                Ok(())
-            }),
-            [(0, b"abc".to_vec())]
-        );
-        assert_eq!(
-            filled_with(|_| Err(Errno::NOENT)),
-            [(-libc::ENOENT, Vec::new())]
-        );
-        // A panic in the read is still answered, with EIO.
-        assert_eq!(
-            filled_with(|body| {
-                body.push(1);
-                panic!("a failing read")
-            }),
-            [(-libc::EIO, Vec::new())]
-        );
+    fn a_read_answers_once_with_at_most_the_asked_bytes_or_its_errno() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").expect("write");
+        assert_eq!(read_from(&path, 2, 4), [(0, b"2345".to_vec())]);
+        assert_eq!(read_from(&path, 8, 64), [(0, b"89".to_vec())]);
+        assert_eq!(read_from(&path, 10, 4), [(0, Vec::new())]);
+        // A read of a dir fails with its errno, and nothing else is sent.
+        assert_eq!(read_from(dir.path(), 0, 4), [(-libc::EISDIR, Vec::new())]);
     }
 }
