@@ -385,6 +385,7 @@ impl Overlay {
                 before.st_dev,
                 self.clone_unsupported(),
                 false,
+                self.writes_behind(),
             )?;
             self.count_data_copy(copied, lower_st.st_size);
             // The mark goes only once the data is on disk: without it the
@@ -444,6 +445,9 @@ impl Overlay {
                             // Behind the mark, the size must be on disk with
                             // the name, whatever the data's writeback does.
                             mode == CopyUp::DataBehindMark,
+                            // Behind the mark the writeback waits until
+                            // after the answer (see below).
+                            mode == CopyUp::Data && self.writes_behind(),
                         )?;
                         self.count_data_copy(copied, st.st_size);
                         // Behind the mark, even starting the writeback
@@ -542,6 +546,14 @@ impl Overlay {
             }
             sys::DataOrdering::Sync => Ok(true),
         }
+    }
+
+    /// Whether a copy made durable right after it is written starts its
+    /// writeback piece by piece while it is copied (`sys::copy_file_data`).
+    fn writes_behind(&self) -> bool {
+        // The test that holds the writeback back holds this back too.
+        self.data_ordering() != sys::DataOrdering::Nothing
+            && sys::fault::check("copyup-writeback-start").is_ok()
     }
 
     /// Whether data `copied` must be waited for before its copy shows

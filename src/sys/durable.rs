@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::{SysResult, last_errno};
+use super::{Errno, SysResult, last_errno};
 
 /// What a copy's data needs before the copy may be renamed into place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,9 +98,26 @@ pub fn start_write_back(fd: BorrowedFd<'_>) -> SysResult<()> {
     sync_file_range(fd, libc::SYNC_FILE_RANGE_WRITE)
 }
 
+/// [`start_write_back`] of the `len` bytes at `offset` only.
+pub fn start_write_back_of(fd: BorrowedFd<'_>, offset: u64, len: u64) -> SysResult<()> {
+    sync_file_range_of(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
 fn sync_file_range(fd: BorrowedFd<'_>, flags: libc::c_uint) -> SysResult<()> {
+    // 0, 0: the whole file.
+    sync_file_range_of(fd, 0, 0, flags)
+}
+
+fn sync_file_range_of(
+    fd: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    flags: libc::c_uint,
+) -> SysResult<()> {
+    let offset = libc::off64_t::try_from(offset).map_err(|_| Errno::INVAL)?;
+    let len = libc::off64_t::try_from(len).map_err(|_| Errno::INVAL)?;
     // SAFETY: sync_file_range reads only its integer arguments; the fd is
     // borrowed and stays open for the call.
-    let rc = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) };
+    let rc = unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, flags) };
     if rc == 0 { Ok(()) } else { Err(last_errno()) }
 }

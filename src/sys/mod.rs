@@ -30,7 +30,9 @@ mod socket;
 pub mod uring;
 mod xattr;
 pub use copy::{Copied, copy_file_data, copy_file_range};
-pub use durable::{DataOrdering, data_ordering_of, start_write_back, write_back};
+pub use durable::{
+    DataOrdering, data_ordering_of, start_write_back, start_write_back_of, write_back,
+};
 pub use fs::*;
 pub use fuse_dev::*;
 pub use handle::*;
