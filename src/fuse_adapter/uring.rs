@@ -491,6 +491,19 @@ impl StagedReply {
         }
     }
 
+    /// The staged answer to request `unique`, marked answered; refused for
+    /// a request no entry waits for, or one answered already.
+    fn answering(&self, unique: u64) -> std::io::Result<parking_lot::MutexGuard<'_, Staged>> {
+        let mut staged = self.staged.lock();
+        if staged.unique != unique || staged.answered || unique == 0 {
+            return Err(std::io::Error::other(format!(
+                "io_uring: no ring entry waits for an answer to request {unique}"
+            )));
+        }
+        staged.answered = true;
+        Ok(staged)
+    }
+
     fn expect(&self, unique: u64) {
         let mut staged = self.staged.lock();
         staged.unique = unique;
@@ -541,13 +554,7 @@ impl StagedReply {
 
 impl ReplyChannel for StagedReply {
     fn send(&self, unique: u64, error: i32, body: &[&[u8]]) -> std::io::Result<()> {
-        let mut staged = self.staged.lock();
-        if staged.unique != unique || staged.answered || unique == 0 {
-            return Err(std::io::Error::other(format!(
-                "io_uring: no ring entry waits for an answer to request {unique}"
-            )));
-        }
-        staged.answered = true;
+        let mut staged = self.answering(unique)?;
         let len: usize = body.iter().map(|piece| piece.len()).sum();
         if len > staged.body.capacity() {
             // Cannot happen with payload buffers sized for the negotiated
@@ -568,13 +575,7 @@ impl ReplyChannel for StagedReply {
     /// until the request has been served), so a read's data is copied once,
     /// from the file's pages into the buffer the kernel takes it from.
     fn send_read(&self, unique: u64, source: ReadSource) -> std::io::Result<()> {
-        let mut staged = self.staged.lock();
-        if staged.unique != unique || staged.answered || unique == 0 {
-            return Err(std::io::Error::other(format!(
-                "io_uring: no ring entry waits for an answer to request {unique}"
-            )));
-        }
-        staged.answered = true;
+        let mut staged = self.answering(unique)?;
         staged.error = 0;
         staged.read = Some(source);
         Ok(())
