@@ -342,7 +342,7 @@ impl Overlay {
             sys::fault::check("copyup-settle")?;
             self.finish_durable(copy.written.as_fd())?;
             let ns = self.xattr_ns().ok_or(Errno::STALE)?;
-            match sys::remove_xattr(copy.written.as_fd(), ns.metacopy()) {
+            match sys::remove_xattr_of_open_file(copy.written.as_fd(), ns.metacopy()) {
                 Ok(()) | Err(Errno::NODATA) => Ok(()),
                 Err(e) => Err(e),
             }

@@ -404,6 +404,10 @@ struct Helpers {
     /// Set once the mount is gone; held while trimming.
     trim_stopped: Arc<parking_lot::Mutex<bool>>,
     trimmer: std::thread::Thread,
+    /// Ends the signal thread's wait: its pipe must not be closed under it
+    /// by the exit (signal-hook panics on a read that fails with EBADF).
+    signals: signal_hook::iterator::Handle,
+    signal_thread: std::thread::JoinHandle<()>,
 }
 
 impl Helpers {
@@ -429,8 +433,8 @@ impl Helpers {
         };
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|e| SetupError::step("handling signals", e))?;
-        // Never joined: it waits on its signal pipe and ends with the process.
-        std::thread::Builder::new()
+        let handle = signals.handle();
+        let signal_thread = std::thread::Builder::new()
             .name("cowfs-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
@@ -442,14 +446,22 @@ impl Helpers {
         Ok(Helpers {
             trim_stopped,
             trimmer: trimmer.thread().clone(),
+            signals: handle,
+            signal_thread,
         })
     }
 
-    /// Stops the trimmer without waiting for it to wake: a trim under way
-    /// is waited out, and after that it touches nothing.
+    /// Stops the trimmer without waiting for it to wake (a trim under way
+    /// is waited out, and after that it touches nothing), and ends the
+    /// signal thread, waiting for it (and for an unmount it may have begun
+    /// on a signal), so that no thread waits on a pipe the exit closes.
     fn stop(self) {
         *self.trim_stopped.lock() = true;
         self.trimmer.unpark();
+        self.signals.close();
+        if self.signal_thread.join().is_err() {
+            tracing::warn!("the signal thread panicked");
+        }
     }
 }
 

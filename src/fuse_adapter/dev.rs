@@ -216,7 +216,9 @@ pub fn serve_device(
         };
         let len = match read {
             Ok(len) => len,
-            Err(sys::Errno::NODEV) => return Ok(()),
+            // ECONNABORTED: a read that took a request as the unmount tore
+            // the connection down (the kernel ends that request itself).
+            Err(sys::Errno::NODEV | sys::Errno::CONNABORTED) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         match split(&buf[..len]) {

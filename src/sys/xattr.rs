@@ -181,6 +181,8 @@ pub fn set_xattr(
 /// it is an open file (as in `set_xattr`), else through /proc.
 pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     match rustix::fs::flistxattr_query(fd) {
+        // Most objects have no xattrs: the probe's answer is the list.
+        Ok(0) => Ok(Vec::new()),
         Ok(_) => read_xattr_list(
             || rustix::fs::flistxattr_query(fd),
             |list| rustix::fs::flistxattr(fd, list),
@@ -235,4 +237,10 @@ fn read_xattr_list(
 
 pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     rustix::fs::removexattr(proc_path(fd).as_cstr(), name)
+}
+
+/// `remove_xattr` of a file open for I/O (not `O_PATH`): through the fd
+/// itself, no walk through /proc.
+pub fn remove_xattr_of_open_file(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    rustix::fs::fremovexattr(fd, name)
 }

@@ -379,6 +379,13 @@ impl CowfsMount {
             }
             Some(None) => None,
         };
+        // A panic in any daemon thread (the panic hook logs it) is a bug,
+        // also where the process still exited 0.
+        let stderr = self.stderr();
+        assert!(
+            !stderr.contains("panicked at"),
+            "cowfs daemon panicked before its exit after {how}; stderr:\n{stderr}"
+        );
         assert!(
             !is_mounted(&self.mnt),
             "{} still mounted after {how}",
