@@ -362,7 +362,7 @@ fn serve_then_exit(mounted: Mounted, foreground: bool) -> ! {
 
 /// Serves requests until the mount goes away (a signal unmounts it), then
 /// does the daemon's last work. Hands the overlay back alive; the only
-/// threads left wait on their own pipe or lock and touch no fd on the layers.
+/// thread left (the trimmer) waits on its lock and touches no fd.
 fn serve(mounted: Mounted) -> (SetupResult<()>, Arc<Overlay>) {
     let Mounted {
         session,
