@@ -155,7 +155,13 @@ impl Overlay {
             Some(_) => CopyUp::Data,
             None => CopyUp::MetaOnly,
         };
-        let upper = self.copy_up_with(inode, want)?;
+        // The answer carries the attributes a copy-up changes; where no
+        // answer with them comes (a failure below), the kernel is told.
+        let untold = inode.upper().is_none().then_some(AttrsUntold {
+            overlay: self,
+            ino: inode.ino,
+        });
+        let upper = self.copy_up_for_answer(inode, want)?;
         // A file open for writing is its upper file: its open file takes
         // these calls as an `O_PATH` fd would, and is at hand (a file just
         // made, as by an untar, has no `O_PATH` fd yet).
@@ -260,7 +266,11 @@ impl Overlay {
             };
             sys::set_times(fd.as_fd(), &times)?;
         }
-        self.attr_of(inode)
+        let attr = self.attr_of(inode)?;
+        if let Some(untold) = untold {
+            untold.answered();
+        }
+        Ok(attr)
     }
 
     pub fn readlink(&self, inode: &Inode) -> OpResult<Vec<u8>> {
@@ -357,5 +367,26 @@ impl Overlay {
         let removed = sys::remove_xattr(fd.as_fd(), name);
         inode.forget_default_acl();
         removed
+    }
+}
+
+/// An inode copied up for a request whose answer was to carry its new
+/// attributes: dropped before that answer was made (an error), it tells
+/// the kernel that the attributes it holds are stale.
+struct AttrsUntold<'a> {
+    overlay: &'a Overlay,
+    ino: u64,
+}
+
+impl AttrsUntold<'_> {
+    /// The answer has them: nothing to tell.
+    fn answered(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for AttrsUntold<'_> {
+    fn drop(&mut self) {
+        self.overlay.attrs_changed(self.ino);
     }
 }

@@ -47,6 +47,26 @@ impl Overlay {
 
     /// Copy-up that brings only as much as `want` needs.
     pub fn copy_up_with(&self, inode: &Arc<Inode>, want: CopyUp) -> OpResult<RealRef> {
+        self.copy_up_telling(inode, want, true)
+    }
+
+    /// `copy_up_with` for a request whose answer carries the inode's new
+    /// attributes (SETATTR): the kernel takes them from the answer, so it
+    /// is not also told that the ones it holds are stale (an inode
+    /// invalidation written to /dev/fuse a copy-up). The inode's parents,
+    /// copied up on the way, are told as always.
+    pub fn copy_up_for_answer(&self, inode: &Arc<Inode>, want: CopyUp) -> OpResult<RealRef> {
+        self.copy_up_telling(inode, want, false)
+    }
+
+    /// The copy-up itself; `tell_kernel`: whether the kernel is told of
+    /// the inode's changed attributes.
+    fn copy_up_telling(
+        &self,
+        inode: &Arc<Inode>,
+        want: CopyUp,
+        tell_kernel: bool,
+    ) -> OpResult<RealRef> {
         if let Some(upper) = inode.upper() {
             if want != CopyUp::MetaOnly && inode.is_metacopy() {
                 self.finish_metacopy(inode, want)?;
@@ -65,7 +85,7 @@ impl Overlay {
         }
         let source = inode.top().ok_or(Errno::STALE)?;
         if inode.is_unlinked() && inode.kind == FileType::RegularFile {
-            return self.copy_up_unlinked(work, inode, &source, started);
+            return self.copy_up_unlinked(work, inode, &source, started, tell_kernel);
         }
         // The copy goes where the object shows: the dir it was found in.
         let (parent, name) = match &source.loc {
@@ -172,12 +192,19 @@ impl Overlay {
         };
         let Some(restored_times) = restored_times else {
             drop(temp);
-            return self.adopt_twin_dir(inode, &parent, &parent_fd, &name);
+            return self.adopt_twin_dir(inode, &parent, &parent_fd, &name, tell_kernel);
         };
         // Read from the lower data: a metadata-only copy, or one whose own
         // data is still on its way behind the mark.
         let behind_mark = mode == CopyUp::MetaOnly || unsettled_data.is_some();
-        let upper = self.record_upper(inode, &parent, &name, copy, &copy_st, behind_mark);
+        let upper = self.record_upper(
+            inode,
+            &parent,
+            &name,
+            (copy, &copy_st),
+            behind_mark,
+            tell_kernel,
+        );
         if let Some(written) = unsettled_data {
             self.unsettled().insert(UnsettledCopy {
                 inode: inode.clone(),
@@ -207,6 +234,7 @@ impl Overlay {
         inode: &Arc<Inode>,
         source: &RealRef,
         started: std::time::Instant,
+        tell_kernel: bool,
     ) -> OpResult<RealRef> {
         let source_fd = self.real_fd(source)?;
         let st = sys::fstat(source_fd.as_fd())?;
@@ -229,7 +257,9 @@ impl Overlay {
             loc: Location::Kept(Arc::new(copy)),
         };
         inode.set_upper(upper.clone(), false);
-        self.attrs_changed(inode.ino);
+        if tell_kernel {
+            self.attrs_changed(inode.ino);
+        }
         tracing::debug!(ino = inode.ino, "copied up a file with no name left");
         self.stats().copied_up(started);
         Ok(upper)
@@ -243,10 +273,18 @@ impl Overlay {
         parent: &Arc<Inode>,
         parent_fd: &OwnedFd,
         name: &Arc<OsStr>,
+        tell_kernel: bool,
     ) -> OpResult<RealRef> {
         let placed = sys::open_path(parent_fd.as_fd(), name)?;
         let placed_st = sys::fstat(placed.as_fd())?;
-        Ok(self.record_upper(inode, parent, name, placed, &placed_st, false))
+        Ok(self.record_upper(
+            inode,
+            parent,
+            name,
+            (placed, &placed_st),
+            false,
+            tell_kernel,
+        ))
     }
 
     /// Makes the copy `fd` (stat `st`), now at `name` in `parent`'s upper
@@ -256,9 +294,9 @@ impl Overlay {
         inode: &Arc<Inode>,
         parent: &Arc<Inode>,
         name: &Arc<OsStr>,
-        fd: OwnedFd,
-        st: &Stat,
+        (fd, st): (OwnedFd, &Stat),
         metacopy: bool,
+        tell_kernel: bool,
     ) -> RealRef {
         // Its O_PATH fd goes into the cache: the caller's next step (chmod,
         // write, a create inside) reaches the copy through it.
@@ -274,7 +312,9 @@ impl Overlay {
         inode.set_upper(upper.clone(), metacopy);
         // Its attributes now come from the copy (a new ctime, a dir's size
         // and blocks); the request at hand may be about another inode.
-        self.attrs_changed(inode.ino);
+        if tell_kernel {
+            self.attrs_changed(inode.ino);
+        }
         upper
     }
 
